@@ -1,0 +1,5 @@
+"""specdiag: diagnose speculative decoding in production."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from specdiag.cli import main
+
+main()

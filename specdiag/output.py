@@ -1,0 +1,52 @@
+"""stdout is data, stderr is messages."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import date, datetime
+from typing import Any
+
+from rich.console import Console
+
+# Messages, progress bars and human tables for the terminal go to stderr unless they *are* the requested data.
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def clean_floats(value: Any) -> Any:
+    """NaN and infinities are not JSON: map them to null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_floats(v) for v in value]
+    return value
+
+
+def dumps(payload: Any) -> str:
+    return json.dumps(clean_floats(payload), default=_default, ensure_ascii=False, allow_nan=False)
+
+
+def emit_json(payload: Any) -> None:
+    """Print one JSON document on stdout."""
+    sys.stdout.write(dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def message(text: str) -> None:
+    err_console.print(text, highlight=False)

@@ -1,0 +1,280 @@
+"""The embedded DuckDB store: schema, connections, transactions.
+
+Times are stored as naive ``TIMESTAMP`` in UTC. Every DuckDB error that reaches a user is converted here (or in
+``cli.main``) into a :class:`StoreError` with one line of text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from specdiag.errors import StoreError
+
+DEFAULT_DB = "specdiag.duckdb"
+SCHEMA_VERSION = 1
+
+# Grain and meaning of each table. Column names follow the glossary in docs/glossary.md.
+SCHEMA = """
+create table if not exists schema_info (version integer not null);
+
+-- one row per ingested file (or stdin stream); committed in the same transaction as the rows it added
+create table if not exists ingest_ledger (
+    file_id        varchar primary key,   -- sha256 of the (decompressed) content: the fingerprint
+    path           varchar not null,
+    format         varchar not null,      -- trace, vllm-v1-log, sglang-log, prometheus, ...
+    ingested_at    timestamp not null,
+    lines          bigint not null,       -- = stored + duplicates + blank + rejected + other_lines
+    requests       bigint not null,       -- request rows stored
+    steps          bigint not null,       -- step rows stored
+    windows        bigint not null,       -- window rows stored
+    duplicates     bigint not null,
+    blank          bigint not null,
+    rejected       bigint not null,
+    other_lines    bigint not null        -- engine logs: lines that match no metrics pattern
+);
+
+-- one row per request (trace format v1, or a per-request engine record)
+create table if not exists requests (
+    request_id     varchar not null,      -- unique across the store (first write wins)
+    source         varchar not null,      -- 'trace' or engine format, e.g. 'vllm-request', 'sglang-request'
+    ts             timestamp not null,    -- arrival, UTC
+    deployment     varchar not null,
+    target_model   varchar,
+    draft_model    varchar,
+    tau            integer,               -- configured draft length; 0 = speculation off (control traffic)
+    temperature    double,
+    top_p          double,
+    task           varchar,
+    acceptance     varchar,               -- acceptance rule if logged: strict | rejection | typical | ...
+    prompt         varchar,               -- null when absent or redacted
+    output         varchar,
+    prompt_hash    varchar,               -- keyed hash when --redact was used
+    prompt_chars   bigint,
+    output_chars   bigint,
+    prompt_tokens  bigint,
+    output_tokens  bigint,
+    latency_ms     double,
+    ttft_ms        double,
+    batch_size     integer,
+    quality        double,                -- [0, 1]
+    shadow_match   boolean,
+    -- totals over the request's steps (or as printed by the engine for per-request records)
+    verify_steps   bigint,                -- steps with drafted > 0
+    drafted        bigint,
+    accepted       bigint,
+    draft_ms       double,                -- sum over steps
+    verify_ms      double,                -- sum over steps
+    accepted_per_position bigint[],       -- steps whose accepted count reached i+1 (engine records)
+    acceptance_histogram  bigint[],       -- steps with exactly i accepted (engine records)
+    extra          json,                  -- every field not in the schema, kept verbatim
+    file_id        varchar,
+    line           bigint
+);
+
+-- one row per verify step of a request (tau = 0 requests have decode steps with drafted = 0)
+create table if not exists steps (
+    request_id     varchar not null,
+    step           integer not null,      -- index in the request
+    drafted        integer not null,
+    accepted       integer not null,      -- length of the accepted prefix, 0 <= accepted <= drafted
+    draft_ms       double,
+    verify_ms      double,
+    batch_size     integer,
+    ts             timestamp,
+    draft_token_ids integer[],
+    draft_probs    double[],              -- q of each drafted token
+    target_probs   double[]               -- p of each drafted token
+);
+
+-- engine metrics normalised to windows of counts (see docs/engine-formats.md)
+create table if not exists windows (
+    source         varchar not null,      -- engine and format version, e.g. 'vllm-v1-log/2025-09'
+    deployment     varchar not null,
+    engine         varchar,               -- engine / DP rank index as printed
+    start_ts       timestamp,
+    end_ts         timestamp not null,
+    tau            integer,               -- num speculative tokens when known
+    verify_steps   double,                -- derived where not printed (see formulas in docs)
+    drafted        bigint,
+    accepted       bigint,
+    accepted_per_position double[],       -- counts, not rates (derived counts may be fractional)
+    mean_acceptance_length double,        -- as computed from counts, else as printed
+    printed_mean_acceptance_length double,
+    printed_acceptance_rate double,
+    printed_per_position double[],
+    throughput_tokens_s double,
+    running_requests double,
+    draft_ms_per_token double,            -- stage timings where printed
+    scoring_ms     double,
+    verification_ms double,
+    extra          json,
+    file_id        varchar,
+    line           bigint
+);
+
+create table if not exists rejects (
+    file_id        varchar,
+    path           varchar not null,
+    line           bigint not null,       -- 1-based
+    byte_offset    bigint not null,       -- of the line start in the (decompressed) stream
+    reason         varchar not null,      -- one of specdiag.rejects.REASONS
+    detail         varchar,
+    raw            varchar                -- first 1 KB of the line (decoded with replacement)
+);
+
+-- diagnose results, numbered so that `flag --finding N` and `replay --finding N` can refer to them
+create table if not exists findings (
+    finding_id     integer not null,
+    run_at         timestamp not null,
+    kind           varchar not null,
+    deployment     varchar,
+    segment        json,
+    severity       varchar not null,
+    summary        varchar not null,
+    evidence       json,
+    since          timestamp
+);
+
+-- replay results
+create table if not exists replay_runs (
+    run_id         varchar not null,
+    prompt_id      varchar not null,
+    request_id     varchar,
+    finding_id     integer,
+    created_at     timestamp not null,
+    target         varchar,
+    draft          varchar,
+    device         varchar,
+    dtype          varchar,
+    tau            integer,
+    temperature    double,
+    top_p          double,
+    acceptance     varchar,
+    seed           bigint,
+    steps          integer,
+    drafted        integer,
+    accepted       integer,
+    acceptance_rate double,
+    mean_acceptance_length double,
+    draft_ms       double,
+    verify_ms      double,
+    target_only_ms double,
+    speedup        double,
+    matches_target_only boolean,
+    tv_max         double,
+    tv_mean        double,
+    output_text    varchar,
+    first_divergence json
+);
+
+create table if not exists replay_steps (
+    run_id         varchar not null,
+    prompt_id      varchar not null,
+    step           integer not null,
+    drafted        integer not null,
+    accepted       integer not null,
+    draft_ms       double,
+    verify_ms      double
+);
+
+create table if not exists replay_tokens (
+    run_id         varchar not null,
+    prompt_id      varchar not null,
+    step           integer not null,
+    position       integer not null,      -- index within the step's draft (0-based)
+    token_id       integer not null,
+    token_text     varchar,
+    q              double,                -- draft probability of the drafted token
+    p              double,                -- target probability of the drafted token
+    accepted       boolean not null,
+    entropy        double,                -- target entropy at that position (nats)
+    margin         double                 -- target top-1 minus top-2 probability
+);
+
+-- measured forward-pass costs (replay --profile-costs); recommend prefers these to fitted costs
+create table if not exists cost_profiles (
+    profile_id     varchar not null,
+    created_at     timestamp not null,
+    target         varchar,
+    draft          varchar,
+    device         varchar,
+    dtype          varchar,
+    batch_size     integer not null,
+    n_tokens       integer not null,      -- tokens per sequence in one target forward pass
+    target_ms      double not null,
+    draft_ms_per_token double
+);
+"""
+
+
+def resolve_db(path: str | os.PathLike[str] | None) -> Path:
+    if path:
+        return Path(path)
+    return Path(os.environ.get("SPECDIAG_DB") or DEFAULT_DB)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(
+    path: str | os.PathLike[str] | None = None, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open the store, creating the schema when writable.
+
+    A read-only open of a missing file is an error that tells the user to ingest first; a file locked by another
+    writer is an error that says so.
+    """
+    db = resolve_db(path)
+    if read_only and not db.exists():
+        raise StoreError(f"no database at {db}", hint="run `specdiag ingest` first or pass --db")
+    if not read_only and db.parent and not db.parent.exists():
+        raise StoreError(f"cannot create database {db}: folder {db.parent} does not exist")
+    try:
+        con = duckdb.connect(str(db), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = _first_line(exc)
+        if "lock" in text.lower():
+            raise StoreError(
+                f"database {db} is in use by another process",
+                hint="wait for the other specdiag run to finish",
+            ) from exc
+        raise StoreError(f"cannot open database {db}: {text}") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open database {db}: {_first_line(exc)}") from exc
+    con.execute("set timezone = 'UTC'") if _has_icu(con) else None
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+def _has_icu(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        con.execute("select current_setting('TimeZone')")
+        return True
+    except duckdb.Error:
+        return False
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA)
+    if con.execute("select count(*) from schema_info").fetchone()[0] == 0:  # type: ignore[index]
+        con.execute("insert into schema_info values (?)", [SCHEMA_VERSION])
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit on success, roll back on any exception (which is re-raised)."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
