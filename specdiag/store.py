@@ -95,7 +95,9 @@ create table if not exists steps (
 create table if not exists windows (
     source         varchar not null,      -- engine and format version, e.g. 'vllm-v1-log/2025-09'
     deployment     varchar not null,
-    engine         varchar,               -- engine / DP rank index as printed
+    engine         varchar,               -- engine / DP rank index as printed (leading zeros dropped)
+    instance       varchar,               -- the process or scrape target the counts come from, when known
+    from_samples   boolean not null default false, -- differenced from counter_samples (rebuilt on each ingest)
     start_ts       timestamp,
     end_ts         timestamp not null,
     tau            integer,               -- num speculative tokens when known
@@ -113,6 +115,23 @@ create table if not exists windows (
     scoring_ms     double,
     verification_ms double,
     extra          json,
+    file_id        varchar,
+    line           bigint
+);
+
+-- raw cumulative counters (Prometheus scrapes, vLLM V0 log lines); windows with from_samples are their differences
+create table if not exists counter_samples (
+    source         varchar not null,
+    deployment     varchar not null,
+    engine         varchar,
+    instance       varchar,
+    ts             timestamp not null,
+    tau            integer,
+    verify_steps   double,                -- cumulative since process start
+    drafted        double,
+    accepted       double,
+    accepted_per_position double[],
+    window_fields  json,                  -- non-cumulative fields copied to the window ending here
     file_id        varchar,
     line           bigint
 );

@@ -9,6 +9,12 @@ Contract with ``specdiag.ingest``: a format module exposes
 and is listed in ``FORMATS`` below, most specific first. ``ingest`` writes ``Parsed`` into the store in the same
 transaction as the file's ledger row. Every input line must be accounted for exactly once:
 ``lines == used_lines + duplicates + blank + len(rejects) + other_lines`` (duplicates are counted by ingest).
+
+Cumulative sources (Prometheus counters, vLLM V0 log lines) return ``Parsed.samples`` instead of windows: ingest
+passes them to ``specdiag.formats.samples.write_samples(con, parsed.samples, file_id)`` in the same transaction,
+which stores them and rebuilds the windows of their series from every stored sample (so separate scrape files
+difference against each other); it returns the number of windows added, to add to ``len(parsed.windows)``.
+Window and request rows leave ``file_id`` to ingest; ``extra`` is JSON text. Times are naive UTC.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class ParseContext:
     deployment: str | None = None  # --deployment
     year: int | None = None  # --year, for logs whose timestamps have none
     mtime: datetime | None = None  # the file's modification time (fallback for the year)
+    tz: str | None = None  # IANA zone the engine logged its local times in; None = the times are UTC
 
 
 @dataclass
@@ -48,6 +55,9 @@ class Parsed:
     format: str
     requests: list[dict[str, Any]] = field(default_factory=list)  # rows for the requests table
     windows: list[dict[str, Any]] = field(default_factory=list)  # rows for the windows table
+    samples: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # rows for counter_samples (see write_samples)
     rejects: list[Reject] = field(default_factory=list)
     used_lines: int = 0  # lines that went into stored rows
     blank: int = 0
@@ -56,7 +66,13 @@ class Parsed:
 
 
 FORMATS: list[str] = [
-    # module names under specdiag.formats, most specific first, e.g. "vllm_request", "sglang_log", ...
+    # module names under specdiag.formats, most specific first
+    "trtllm_iterations",
+    "vllm_request",
+    "sglang_request",
+    "prometheus",
+    "sglang_log",
+    "vllm_log",
 ]
 
 
