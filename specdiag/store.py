@@ -28,7 +28,8 @@ create table if not exists ingest_ledger (
     path           varchar not null,
     format         varchar not null,      -- trace, vllm-v1-log, sglang-log, prometheus, ...
     ingested_at    timestamp not null,
-    lines          bigint not null,       -- = stored + duplicates + blank + rejected + other_lines
+    lines          bigint not null,       -- = stored_lines + duplicates + blank + rejected + other_lines
+    stored_lines   bigint not null,       -- lines that became stored rows (a request with its nested steps, a flat step)
     requests       bigint not null,       -- request rows stored
     steps          bigint not null,       -- step rows stored
     windows        bigint not null,       -- window rows stored
@@ -53,7 +54,8 @@ create table if not exists requests (
     acceptance     varchar,               -- acceptance rule if logged: strict | rejection | typical | ...
     prompt         varchar,               -- null when absent or redacted
     output         varchar,
-    prompt_hash    varchar,               -- keyed hash when --redact was used
+    prompt_hash    varchar,               -- keyed hash (HMAC-SHA256, hex) when --redact was used
+    output_hash    varchar,
     prompt_chars   bigint,
     output_chars   bigint,
     prompt_tokens  bigint,
@@ -88,7 +90,8 @@ create table if not exists steps (
     ts             timestamp,
     draft_token_ids integer[],
     draft_probs    double[],              -- q of each drafted token
-    target_probs   double[]               -- p of each drafted token
+    target_probs   double[],              -- p of each drafted token
+    extra          json                   -- every step field not in the schema, kept
 );
 
 -- engine metrics normalised to windows of counts (see docs/engine-formats.md)
@@ -135,6 +138,9 @@ create table if not exists counter_samples (
     file_id        varchar,
     line           bigint
 );
+
+-- the key of `ingest --redact` when $SPECDIAG_REDACT_KEY is not set (one row)
+create table if not exists redact_key (key varchar not null);
 
 create table if not exists rejects (
     file_id        varchar,
