@@ -1,0 +1,131 @@
+"""Shared checks for the JSON-lines engine formats: decoding a line, reading counts, epoch/ISO timestamps."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from specdiag.formats import Line, Reject
+
+
+class Bad(ValueError):
+    """A record that cannot be stored: carries the rejects reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def load(line: Line) -> Any:
+    """The line's JSON value; raises Bad("invalid_utf8" | "invalid_json")."""
+    try:
+        text = line.raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Bad("invalid_utf8", "not UTF-8") from exc
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise Bad("invalid_json", f"invalid JSON: {exc}") from exc
+
+
+def reject(line: Line, bad: Bad) -> Reject:
+    return Reject(line.number, line.byte_offset, bad.reason, str(bad), line.raw)
+
+
+def count(record: dict[str, Any], name: str) -> int | None:
+    """An optional non-negative integer field (JSON numbers like 12.0 accepted)."""
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Bad("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise Bad("out_of_range", f"{name} must be a non-negative integer, got {value}")
+    return int(value)
+
+
+def ratio(record: dict[str, Any], name: str) -> float | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Bad("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    return float(value) if math.isfinite(value) else None
+
+
+def timestamp(value: Any, name: str) -> datetime:
+    """Epoch seconds (or ms when > 1e11) or an ISO 8601 string, as naive UTC."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise Bad("bad_timestamp", f"{name} {value} is out of range") from exc
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise Bad("bad_timestamp", f"{name} {value!r} is neither ISO 8601 nor epoch seconds") from exc
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    raise Bad("bad_timestamp", f"{name} is missing or not a time")
+
+
+def histogram(value: Any, name: str) -> list[int] | None:
+    """`[n0, n1, ...]` or `{"0": n0, "1": n1}`: steps with exactly i accepted draft tokens."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        try:
+            positions = {int(k): v for k, v in value.items()}
+        except ValueError as exc:
+            raise Bad("wrong_type", f"{name} keys must be integers") from exc
+        if any(k < 0 for k in positions) or len(positions) > 4096:
+            raise Bad("out_of_range", f"{name} keys must be 0..k")
+        value = [positions.get(i, 0) for i in range(max(positions, default=-1) + 1)]
+    if not isinstance(value, list):
+        raise Bad("wrong_type", f"{name} must be a list or an object")
+    return [count({name: v}, name) or 0 for v in value]
+
+
+def reached(hist: list[int]) -> list[int]:
+    """accepted_per_position[i] = steps whose accepted count reached i+1 = sum of hist[j] for j > i."""
+    return [sum(hist[i + 1 :]) for i in range(len(hist) - 1)]
+
+
+def accepted_from(hist: list[int]) -> int:
+    """Accepted draft tokens in a histogram: sum of i * hist[i]."""
+    return sum(i * n for i, n in enumerate(hist))
+
+
+REQUEST_COLUMNS = (
+    "request_id", "source", "ts", "deployment", "target_model", "draft_model", "tau", "temperature", "top_p",
+    "task", "acceptance", "prompt", "output", "prompt_hash", "prompt_chars", "output_chars", "prompt_tokens",
+    "output_tokens", "latency_ms", "ttft_ms", "batch_size", "quality", "shadow_match", "verify_steps", "drafted",
+    "accepted", "draft_ms", "verify_ms", "accepted_per_position", "acceptance_histogram", "extra", "line",
+)  # fmt: skip
+
+
+def request_row(**values: Any) -> dict[str, Any]:
+    """A complete requests row (file_id left to ingest); extra (a dict) becomes JSON text."""
+    unknown = set(values) - set(REQUEST_COLUMNS)
+    if unknown:
+        raise KeyError(f"not a requests column: {sorted(unknown)}")
+    row = {name: values.get(name) for name in REQUEST_COLUMNS}
+    if isinstance(row["extra"], dict):
+        row["extra"] = json.dumps(row["extra"], sort_keys=True, default=str) if row["extra"] else None
+    return row
+
+
+def check_counts(
+    drafted: int | None, accepted: int | None, steps: int | None, hist: list[int] | None
+) -> None:
+    if drafted is not None and accepted is not None and accepted > drafted:
+        raise Bad("accepted_gt_drafted", f"accepted {accepted} > drafted {drafted}")
+    if hist is not None and steps is not None and sum(hist) != steps:
+        raise Bad("out_of_range", f"acceptance histogram sums to {sum(hist)} steps, not {steps}")
+    if hist is not None and accepted is not None and accepted_from(hist) != accepted:
+        raise Bad(
+            "out_of_range", f"acceptance histogram holds {accepted_from(hist)} accepted, not {accepted}"
+        )
