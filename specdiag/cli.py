@@ -18,6 +18,16 @@ from specdiag.errors import ExitCode, SpecdiagError
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     # each command module adds its line here, e.g. "ingest": "specdiag.commands.ingest:ingest",
+    "ingest": "specdiag.commands.ingest:ingest",
+    "diagnose": "specdiag.commands.diagnose:diagnose",
+    "flag": "specdiag.commands.diagnose:flag",
+    "report": "specdiag.commands.report:report",
+    "query": "specdiag.commands.query:query",
+    "sql": "specdiag.commands.query:sql",
+    "summary": "specdiag.commands.summary:summary",
+    "explain": "specdiag.commands.explain:explain",
+    "recommend": "specdiag.commands.recommend:recommend",
+    "replay": "specdiag.commands.replay:replay",
 }
 
 

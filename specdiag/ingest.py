@@ -1,0 +1,430 @@
+"""``ingest``: trace files and engine logs into the store, losing nothing.
+
+Each input (file or stdin) is committed in one transaction together with its ledger row, keyed by the SHA-256 of
+its decompressed content: a crash leaves no partial file behind, and the same content is never ingested twice.
+Every line lands in exactly one place, so that for each file
+``lines = stored_lines + duplicates + blank + rejected + other_lines``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from specdiag import formats
+from specdiag.errors import InputError, ThresholdExceeded, UsageError
+from specdiag.ingest_read import (
+    STDIN,
+    Block,
+    Source,
+    TruncatedInput,
+    expand_paths,
+    open_decompressed,
+    read_blocks,
+)
+from specdiag.ingest_store import (
+    already_ingested,
+    begin_file,
+    prepare_requests,
+    redact_key,
+    update_totals,
+    write_ledger,
+    write_rejects,
+    write_trace_rows,
+)
+from specdiag.ingest_trace import Rejected, parse_block
+from specdiag.store import connect, transaction
+
+TRACE = "trace"
+HEAD_LINES = 200  # lines shown to format detectors
+
+
+@dataclass
+class FileStats:
+    path: str
+    format: str
+    compression: str = "none"
+    skipped: bool = False  # same content already in the ledger
+    lines: int = 0
+    stored_lines: int = 0
+    requests: int = 0
+    steps: int = 0
+    windows: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    other_lines: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestStats:
+    """Counts for one run (files skipped as already ingested add nothing but ``skipped``)."""
+
+    files: int = 0
+    skipped: int = 0
+    lines: int = 0
+    stored_lines: int = 0
+    requests: int = 0
+    steps: int = 0
+    windows: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    other_lines: int = 0
+    per_file: list[FileStats] = field(default_factory=list)
+
+    def add(self, f: FileStats) -> None:
+        self.per_file.append(f)
+        self.files += 1
+        if f.skipped:
+            self.skipped += 1
+            return
+        for name in (
+            "lines",
+            "stored_lines",
+            "requests",
+            "steps",
+            "windows",
+            "rejected",
+            "duplicates",
+            "blank",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(f, name))
+        self.other_lines += f.other_lines
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["per_file"] = [asdict(f) for f in self.per_file]
+        return out
+
+
+Progress = Callable[[int], None]  # called with the number of on-disk bytes read so far for the current file
+
+
+def _looks_like_trace(head: list[bytes]) -> bool:
+    """A trace file: its first non-blank lines are JSON objects with trace keys (or it has no content)."""
+    import json
+
+    nonblank = [h for h in head if h.strip()]
+    if not nonblank:
+        return True
+    for raw in nonblank[:20]:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and (
+            obj.get("event") in ("request", "step")
+            or ("request_id" in obj and ("tau" in obj or "steps" in obj))
+        ):
+            return True
+    return False
+
+
+def choose_format(fmt: str, head_lines: list[bytes], label: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if _looks_like_trace(head_lines):
+        return TRACE
+    name = formats.detect([h.decode("utf-8", "replace") for h in head_lines])
+    if name is None:
+        raise InputError(f"{label}: unknown format", hint="pass --format trace or an engine format name")
+    return name
+
+
+def known_formats() -> list[str]:
+    import importlib
+
+    names = [TRACE]
+    for module_name in formats.FORMATS:
+        names.append(str(importlib.import_module(f"specdiag.formats.{module_name}").NAME))
+    return names
+
+
+def _head(block: Block | None) -> list[bytes]:
+    if block is None:
+        return []
+    return [block.line(i) for i in range(min(block.n_lines, HEAD_LINES))]
+
+
+def _ingest_trace(
+    con: duckdb.DuckDBPyConnection, blocks: Iterator[Block], stats: FileStats, file_id: str, key: bytes | None
+) -> None:
+    for block in blocks:
+        rows = parse_block(block)
+        requests = prepare_requests(rows.requests, key)
+        written = write_trace_rows(con, requests, rows.steps, file_id, TRACE)
+        stats.lines += rows.lines
+        stats.blank += rows.blank
+        stats.requests += written.requests
+        stats.steps += written.steps
+        stats.stored_lines += written.stored_lines
+        stats.duplicates += written.duplicates
+        write_rejects(con, file_id, stats.path, rows.rejects)
+        stats.rejected += len(rows.rejects)
+    update_totals(con)
+
+
+def _lines(blocks: Iterable[Block], counter: list[int]) -> Iterator[formats.Line]:
+    for block in blocks:
+        for i in range(block.n_lines):
+            counter[0] += 1
+            yield formats.Line(block.first_line + i, block.byte_offset + int(block.starts[i]), block.line(i))
+
+
+def _ingest_engine(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    blocks: Iterator[Block],
+    stats: FileStats,
+    file_id: str,
+    ctx: formats.ParseContext,
+    key: bytes | None,
+) -> None:
+    counter = [0]
+    parsed = formats.parse(name, _lines(blocks, counter), ctx)
+    stats.lines = counter[0]
+    stats.blank, stats.other_lines, stats.notes = parsed.blank, parsed.other_lines, list(parsed.notes)
+    write_rejects(con, file_id, stats.path, parsed.rejects)
+    stats.rejected = len(parsed.rejects)
+    stored, dups = _write_engine_requests(con, parsed.requests, file_id, parsed.format, key)
+    stats.requests, stats.duplicates = stored, dups
+    stats.windows = _insert_dicts(con, "windows", parsed.windows, file_id)
+    if parsed.samples:
+        from specdiag.formats.samples import write_samples
+
+        stats.windows += write_samples(con, parsed.samples, file_id)
+    stats.stored_lines = stats.lines - stats.blank - stats.other_lines - stats.rejected - stats.duplicates
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in con.execute(
+            "select column_name from duckdb_columns() where table_name = ?", [table]
+        ).fetchall()
+    ]
+
+
+def _insert_dicts(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], file_id: str
+) -> int:
+    """Insert rows given as dicts of column values (columns not in the table are an error of the parser)."""
+    if not rows:
+        return 0
+    allowed = _table_columns(con, table)
+    names = [c for c in allowed if c != "file_id" and any(c in r for r in rows)]
+    unknown = sorted({k for r in rows for k in r} - set(allowed))
+    if unknown:
+        raise InputError(f"parser produced unknown {table} columns: {', '.join(unknown)}")
+    frame = pl.DataFrame([{n: r.get(n) for n in names} for r in rows], infer_schema_length=None)
+    con.register("_in_rows", frame.to_arrow())
+    try:
+        # table and column names come from the schema (duckdb_columns), never from user input
+        con.execute(
+            f"insert into {table} ({', '.join(names)}, file_id) select {', '.join(names)}, $file_id from _in_rows",
+            {"file_id": file_id},
+        )
+    finally:
+        con.unregister("_in_rows")
+    return len(rows)
+
+
+def _write_engine_requests(
+    con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], file_id: str, fmt: str, key: bytes | None
+) -> tuple[int, int]:
+    """Per-request engine records: first write wins by request_id. Returns (stored, duplicates)."""
+    seen: set[str] = set()
+    fresh: list[dict[str, Any]] = []
+    for row in rows:
+        rid = row.get("request_id")
+        if rid in seen:
+            continue
+        seen.add(str(rid))
+        if not con.execute("select 1 from requests where request_id = ?", [rid]).fetchall():
+            fresh.append({"source": fmt, **row})
+    if key is not None:
+        import hashlib
+        import hmac
+
+        for row in fresh:
+            for col in ("prompt", "output"):
+                if isinstance(row.get(col), str):
+                    row[f"{col}_hash"] = hmac.new(key, row[col].encode(), hashlib.sha256).hexdigest()
+                    row[f"{col}_chars"] = len(row[col])
+                    row[col] = None
+    return _insert_dicts(con, "requests", fresh, file_id), len(rows) - len(fresh)
+
+
+def ingest_source(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    fmt: str = "auto",
+    deployment: str | None = None,
+    year: int | None = None,
+    redact: bool = False,
+    on_progress: Progress | None = None,
+    on_format: Callable[[str, str], None] | None = None,
+) -> FileStats:
+    """One input, one transaction: rows, rejects and the ledger row commit together (or not at all)."""
+    stream, counting = open_decompressed(source)
+    stats = FileStats(path=source.label, format="?")
+    truncated: list[Rejected] = []
+
+    def blocks() -> Iterator[Block]:
+        line, offset = 1, 0
+        try:
+            for block in read_blocks(stream, source):
+                line, offset = block.first_line + block.n_lines, block.byte_offset + len(block.data)
+                yield block
+                if on_progress is not None:
+                    on_progress(counting.count)
+        except TruncatedInput as exc:
+            truncated.append(Rejected(line, offset, "truncated_input", str(exc), b""))
+
+    it = blocks()
+    first = next(it, None)
+    try:
+        name = choose_format(fmt, _head(first), source.label)
+        stats.format = name
+        stats.compression = source.compression
+        if on_format is not None:
+            on_format(
+                source.label, name if source.compression == "none" else f"{name} ({source.compression})"
+            )
+        chained = itertools.chain([first] if first is not None else [], it)
+        with transaction(con):
+            begin_file(con)
+            key = redact_key(con) if redact else None
+            # rows are written under a placeholder id until the fingerprint is known (at the end of the stream)
+            file_id = f"pending-{secrets.token_hex(8)}"
+            if name == TRACE:
+                _ingest_trace(con, chained, stats, file_id, key)
+            else:
+                ctx = formats.ParseContext(
+                    path=source.label, deployment=deployment, year=year, mtime=_mtime(source)
+                )
+                _ingest_engine(con, name, chained, stats, file_id, ctx, key)
+            for t in truncated:  # the stream broke: one reject marks where
+                write_rejects(con, file_id, stats.path, [t])
+                stats.rejected += 1
+                stats.lines += 1
+            placeholder, file_id = file_id, source.fingerprint.hexdigest()
+            previous = already_ingested(con, file_id)
+            if previous is not None:
+                stats.skipped = True
+                stats.notes.append(
+                    f"same content as {previous[0]}, ingested {previous[1]:%Y-%m-%d %H:%M:%S} UTC"
+                )
+                raise _Skip
+            for table in ("requests", "rejects", "windows", "counter_samples"):  # fixed names
+                con.execute(
+                    f"update {table} set file_id = $id where file_id = $old",
+                    {"id": file_id, "old": placeholder},
+                )
+            write_ledger(con, _ledger_row(file_id, stats))
+    except _Skip:
+        pass
+    finally:
+        if source.path != STDIN:
+            stream.close()
+    if stats.skipped:
+        return FileStats(
+            path=stats.path,
+            format=stats.format,
+            compression=stats.compression,
+            skipped=True,
+            notes=stats.notes,
+        )
+    return stats
+
+
+class _Skip(Exception):
+    """Rolls back a file whose content is already in the ledger."""
+
+
+def _ledger_row(file_id: str, s: FileStats) -> dict[str, Any]:
+    return {
+        "file_id": file_id,
+        "path": s.path,
+        "format": s.format,
+        "ingested_at": datetime.now(UTC).replace(tzinfo=None),
+        "lines": s.lines,
+        "stored_lines": s.stored_lines,
+        "requests": s.requests,
+        "steps": s.steps,
+        "windows": s.windows,
+        "duplicates": s.duplicates,
+        "blank": s.blank,
+        "rejected": s.rejected,
+        "other_lines": s.other_lines,
+    }
+
+
+def _mtime(source: Source) -> datetime | None:
+    if source.path == STDIN:
+        return None
+    return datetime.fromtimestamp(os.stat(source.path).st_mtime, UTC).replace(tzinfo=None)
+
+
+def ingest_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    db: str | os.PathLike[str] | None = None,
+    fmt: str = "auto",
+    deployment: str | None = None,
+    year: int | None = None,
+    redact: bool = False,
+    max_rejects: int | None = None,
+    progress: bool = True,
+) -> IngestStats:
+    """Ingest files, folders (recursively, sorted) and "-" (stdin) into the store at ``db``."""
+    files = expand_paths([str(p) for p in paths])
+    if fmt != "auto" and fmt not in known_formats():
+        raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
+    con = connect(db)
+    try:
+        return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress)
+    finally:
+        con.close()
+
+
+def ingest_files(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    fmt: str = "auto",
+    deployment: str | None = None,
+    year: int | None = None,
+    redact: bool = False,
+    max_rejects: int | None = None,
+    progress: bool = True,
+) -> IngestStats:
+    """Like ``ingest_paths`` on an open connection (expanded file list, no folders)."""
+    from specdiag.ingest_progress import ProgressDisplay
+
+    stats = IngestStats()
+    with ProgressDisplay(files, enabled=progress) as display:
+        for path in files:
+            size = None if path == STDIN else Path(path).stat().st_size
+            source = Source(path, size)
+            display.start(source)
+            f = ingest_source(
+                con, source, fmt, deployment, year, redact, display.advance, display.chose_format
+            )
+            display.finish(f)
+            stats.add(f)
+    if max_rejects is not None and stats.rejected > max_rejects:
+        raise ThresholdExceeded(
+            f"{stats.rejected} lines rejected, more than --max-rejects {max_rejects} (the accepted lines are stored)",
+            hint="see them with `specdiag query rejects_by_reason`",
+        )
+    return stats

@@ -1,0 +1,349 @@
+"""Trace lines -> request and step rows, columnar for clean input, line by line only where needed.
+
+Fast path: pyarrow's JSON reader parses a whole block against the v1 field types (it is strict: ``3.0`` is not an
+int, ``true`` is not a number, a duplicate key is an error), then polars checks required fields and ranges for all
+rows at once. A block the reader refuses is cut into small pieces that are retried; a piece that still fails, and any
+row the vectorised checks do not pass, goes to ``traceformat.validate_line``, which either rejects it with a reason
+or normalises it. Both paths produce frames with the same schema, so rows are built the same way.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.json as pj
+
+from specdiag.ingest_read import Block
+from specdiag.traceformat import (
+    EPOCH_MAX_S,
+    FLAT_STEP_FIELDS,
+    FLAT_STEP_REQUIRED,
+    REQUEST_FIELDS,
+    REQUEST_REQUIRED,
+    STEP_FIELDS,
+    STEP_REQUIRED,
+    TS_PATTERN,
+    Invalid,
+    Record,
+    validate_line,
+)
+
+PIECE_LINES = 512  # lines per retry piece when the reader refuses a block
+RAW_BYTES = 1024  # raw text kept in the rejects table
+
+_ARROW = {"str": pa.string(), "int": pa.int64(), "num": pa.float64(), "bool": pa.bool_()}
+_ARROW_LIST = {"ints": pa.list_(pa.int64()), "probs": pa.list_(pa.float64())}
+_POLARS = {"str": pl.String, "int": pl.Int64, "num": pl.Float64, "bool": pl.Boolean}
+_POLARS_LIST = {"ints": pl.List(pl.Int64), "probs": pl.List(pl.Float64)}
+
+# Columns of the frames both paths produce (line = 1-based line number in the file).
+_REQ_COLS = [n for n in REQUEST_FIELDS if n not in ("event", "ts", "steps")]
+REQUEST_SCHEMA: dict[str, Any] = {
+    **{n: _POLARS[REQUEST_FIELDS[n][0]] for n in _REQ_COLS},
+    "ts_us": pl.Int64,
+    "extra": pl.String,
+    "line": pl.Int64,
+}
+_STEP_COLS = [n for n in STEP_FIELDS if n != "ts"]
+STEP_SCHEMA: dict[str, Any] = {
+    "request_id": pl.String,
+    **{n: _POLARS.get(STEP_FIELDS[n][0]) or _POLARS_LIST[STEP_FIELDS[n][0]] for n in _STEP_COLS},
+    "ts_us": pl.Int64,
+    "extra": pl.String,
+    "line": pl.Int64,
+    "flat": pl.Boolean,  # a flat step line (counted as a line of its own) rather than nested in a request
+}
+
+_TOP_FIELDS = {**REQUEST_FIELDS, **FLAT_STEP_FIELDS}  # shared names have the same JSON type
+_REQUEST_ONLY = [n for n in REQUEST_FIELDS if n not in FLAT_STEP_FIELDS]
+_STEP_ONLY = [n for n in FLAT_STEP_FIELDS if n not in REQUEST_FIELDS]
+
+
+@dataclass
+class Rejected:
+    line: int
+    byte_offset: int
+    reason: str
+    detail: str
+    raw: bytes
+
+
+@dataclass
+class BlockRows:
+    requests: pl.DataFrame
+    steps: pl.DataFrame  # nested steps (line = their request's line) and flat steps (line of their own)
+    rejects: list[Rejected] = field(default_factory=list)
+    blank: int = 0
+    lines: int = 0
+
+
+def _arrow_schema(ts_type: pa.DataType) -> pa.Schema:
+    def arrow(kind: str) -> pa.DataType:
+        return _ARROW.get(kind) or _ARROW_LIST[kind]
+
+    step_fields = [(n, ts_type if k == "ts" else arrow(k)) for n, (k, _r) in STEP_FIELDS.items()]
+    top = []
+    for name, (kind, _r) in _TOP_FIELDS.items():
+        if kind == "ts":
+            top.append((name, ts_type))
+        elif kind == "steps":
+            top.append((name, pa.list_(pa.struct(step_fields))))
+        else:
+            top.append((name, arrow(kind)))
+    return pa.schema(top)
+
+
+_SCHEMAS = [_arrow_schema(pa.string()), _arrow_schema(pa.float64())]
+
+
+def _read_arrow(data: bytes) -> pa.Table | None:
+    """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them."""
+    for schema in _SCHEMAS:
+        try:
+            return pj.read_json(
+                io.BytesIO(data),
+                read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
+                parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return None
+
+
+def ts_us(col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """(microseconds since epoch, fast-path validity) for a ts column of text or epoch seconds.
+
+    Mirrors ``traceformat.parse_ts``; a row it cannot vouch for is invalid here and goes to the line validator.
+    """
+    c = pl.col(col)
+    if dtype.is_numeric():
+        # 9e9 s keeps seconds * 1e6 exact in a double, so the rounding matches Python's round()
+        ok = c.is_null() | ((c >= 0) & (c < min(9e9, EPOCH_MAX_S)))
+        return (c * 1e6).round().cast(pl.Int64), ok
+    if dtype == pl.Null:
+        return pl.lit(None, pl.Int64), pl.lit(True)
+    text = c.cast(pl.String)
+    norm = pl.concat_str(text.str.slice(0, 10), pl.lit("T"), text.str.slice(11)).str.replace(r"z$", "Z")
+    norm = pl.when(norm.str.contains(r"(Z|[+-]\d\d:\d\d)$")).then(norm).otherwise(norm + "Z")
+    parsed = norm.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_zone="UTC").dt.epoch("us")
+    ok = c.is_null() | (text.str.contains(TS_PATTERN) & parsed.is_not_null())
+    return parsed, ok
+
+
+def _range_ok(name: str, kind: str, rng: tuple[float, float, bool] | None) -> pl.Expr:
+    c = pl.col(name)
+    if rng is None:
+        return pl.lit(True)
+    low, high, low_open = rng
+    if kind in ("ints", "probs"):
+        inner = pl.element()
+        cond = (inner > low if low_open else inner >= low) & (inner <= high) & inner.is_not_null()
+        return c.is_null() | c.list.eval(cond.cast(pl.Int8)).list.min().fill_null(1).cast(pl.Boolean)
+    lower = c > low if low_open else c >= low
+    return c.is_null() | (lower & (c <= high) & c.is_finite() if kind == "num" else lower & (c <= high))
+
+
+def _extra_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
+    """JSON object text of the non-null columns outside ``known``, or null."""
+    cols = [c for c in df.columns if c not in known]
+    if not cols:
+        return pl.lit(None, pl.String)
+    pieces = [
+        pl.when(pl.col(c).is_not_null()).then(
+            pl.struct(c).struct.json_encode().str.slice(1).str.strip_suffix("}")
+        )
+        for c in cols
+    ]
+    body = pl.concat_list(pieces).list.drop_nulls().list.join(",")
+    return pl.when(body != "").then("{" + body + "}").otherwise(None)
+
+
+def _fields_ok(fields: dict[str, tuple[str, Any]], required: tuple[str, ...], present: set[str]) -> pl.Expr:
+    ok = pl.lit(True)
+    for name in required:
+        ok = ok & pl.col(name).is_not_null() if name in present else pl.lit(False)
+    for name in ("request_id", "deployment"):
+        if name in fields and name in present:
+            ok = ok & (pl.col(name).is_null() | (pl.col(name) != ""))
+    for name, (kind, rng) in fields.items():
+        if name in present and kind not in ("ts", "steps", "str", "bool"):
+            ok = ok & _range_ok(name, kind, rng)
+    if "accepted" in present and "drafted" in present:
+        ok = ok & (
+            pl.col("accepted").is_null()
+            | pl.col("drafted").is_null()
+            | (pl.col("accepted") <= pl.col("drafted"))
+        )
+    return ok
+
+
+def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """Rows from a parsed table; returns (requests, steps, mask of rows that need the line validator)."""
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    df = df.with_columns(
+        pl.Series("line", lines, pl.Int64), pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
+    )
+    present = set(df.columns)
+    event = pl.col("event").fill_null("request") if "event" in present else pl.lit("request")
+    is_req, is_step = event == "request", event == "step"
+
+    ts_val, ts_ok = (
+        ts_us("ts", df.schema["ts"]) if "ts" in present else (pl.lit(None, pl.Int64), pl.lit(True))
+    )
+    df = df.with_columns(ts_val.alias("ts_us"), ts_ok.alias("_ts_ok"))
+
+    known_top = set(_TOP_FIELDS) | {"line", "_row", "ts_us", "_ts_ok"}
+    no_step_only = pl.all_horizontal(
+        [pl.col(n).is_null() for n in _STEP_ONLY if n in present] or [pl.lit(True)]
+    )
+    no_req_only = pl.all_horizontal(
+        [pl.col(n).is_null() for n in _REQUEST_ONLY if n in present] or [pl.lit(True)]
+    )
+    req_ok = is_req & _fields_ok(REQUEST_FIELDS, REQUEST_REQUIRED, present) & no_step_only
+    step_ok = is_step & _fields_ok(FLAT_STEP_FIELDS, FLAT_STEP_REQUIRED, present) & no_req_only
+    df = df.with_columns(
+        ((req_ok | step_ok) & pl.col("_ts_ok")).fill_null(False).alias("_ok"),
+        _extra_json(df, known_top).alias("extra"),
+    )
+
+    # nested steps: one row per step, checked the same way, then folded back onto their request's row
+    nested = df.filter(is_req & pl.col("steps").is_not_null() & (pl.col("steps").list.len() > 0))
+    nested = nested.select("request_id", "line", "_row", pl.col("steps")).explode("steps")
+    step_dtype = nested.schema["steps"]
+    if isinstance(step_dtype, pl.Struct) and len(nested):
+        nested = nested.with_columns(pl.col("steps").is_null().alias("_null_step")).unnest("steps")
+        sp = set(nested.columns)
+        s_ts, s_ts_ok = (
+            ts_us("ts", nested.schema["ts"]) if "ts" in sp else (pl.lit(None, pl.Int64), pl.lit(True))
+        )
+        known_step = set(STEP_FIELDS) | {"request_id", "line", "_row", "_null_step"}
+        nested = nested.with_columns(
+            s_ts.alias("ts_us"),
+            (_fields_ok(STEP_FIELDS, STEP_REQUIRED, sp) & s_ts_ok & ~pl.col("_null_step"))
+            .fill_null(False)
+            .alias("_ok"),
+            _extra_json(nested, known_step).alias("extra"),
+        )
+        per_row = nested.group_by("_row").agg(
+            (pl.col("_ok").all() & (pl.col("step").n_unique() == pl.len())).alias("_steps_ok")
+        )
+        df = df.join(per_row, on="_row", how="left").with_columns(
+            (pl.col("_ok") & pl.col("_steps_ok").fill_null(True)).alias("_ok")
+        )
+    else:
+        nested = pl.DataFrame(schema={**STEP_SCHEMA, "_row": pl.Int64})
+
+    ok_rows = df.filter("_ok")
+    requests = ok_rows.filter(is_req).select(_select(REQUEST_SCHEMA, ok_rows))
+    bad_rows = df.filter(~pl.col("_ok"))["_row"]
+    good_nested = nested.join(ok_rows.filter(is_req).select("_row"), on="_row", how="semi")
+    good_nested = good_nested.with_columns(pl.lit(False).alias("flat"))
+    flat = ok_rows.filter(is_step).with_columns(pl.lit(True).alias("flat"))
+    steps = pl.concat(
+        [good_nested.select(_select(STEP_SCHEMA, good_nested)), flat.select(_select(STEP_SCHEMA, flat))]
+    )
+    need = np.zeros(len(df), dtype=bool)
+    need[bad_rows.to_numpy()] = True
+    return requests, steps, need
+
+
+def _select(schema: dict[str, Any], df: pl.DataFrame) -> list[pl.Expr]:
+    return [
+        (pl.col(n) if n in df.columns else pl.lit(None)).cast(t, strict=True).alias(n)
+        for n, t in schema.items()
+    ]
+
+
+def _from_records(records: list[tuple[int, Record]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    reqs: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for line, rec in records:
+        if rec.event == "request":
+            reqs.append({**rec.fields, "line": line})
+            rid = rec.fields["request_id"]
+            steps.extend({**s, "request_id": rid, "line": line, "flat": False} for s in rec.steps)
+        else:
+            steps.append({**rec.fields, "line": line, "flat": True})
+    req_df = (
+        pl.DataFrame(reqs, schema=REQUEST_SCHEMA, strict=False)
+        if reqs
+        else pl.DataFrame(schema=REQUEST_SCHEMA)
+    )
+    step_df = (
+        pl.DataFrame(steps, schema=STEP_SCHEMA, strict=False) if steps else pl.DataFrame(schema=STEP_SCHEMA)
+    )
+    return req_df, step_df
+
+
+def _is_blank(raw: bytes) -> bool:
+    return not raw.strip(b" \t\r")
+
+
+def _parse_piece(block: Block, idx: np.ndarray, out: list[Any], slow: list[int], whole: bool = False) -> None:
+    """Parse the non-blank lines ``idx`` of ``block`` fast; lines that need the validator are added to ``slow``.
+
+    ``whole``: idx holds every non-blank line of the block, so the reader can take the block as it is (it skips
+    blank lines exactly as ``_is_blank`` defines them); a piece is copied out line by line.
+    """
+    if len(idx) == 0:
+        return
+    if whole:
+        data = block.data
+    else:
+        data = b"\n".join(block.data[s:e] for s, e in zip(block.starts[idx], block.ends[idx]))
+    table = None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        table = _read_arrow(data)
+    if table is not None and table.num_rows == len(idx):
+        lines = block.first_line + idx
+        requests, steps, need = _fast(table, lines)
+        out.append((requests, steps))
+        slow.extend(idx[need].tolist())
+    elif len(idx) > PIECE_LINES:
+        for k in range(0, len(idx), PIECE_LINES):
+            _parse_piece(block, idx[k : k + PIECE_LINES], out, slow)
+    else:
+        slow.extend(idx.tolist())
+
+
+def parse_block(block: Block) -> BlockRows:
+    """All lines of a block: rows for valid lines, a reject for each invalid one, blank lines counted."""
+    lengths = block.ends - block.starts
+    # a blank line holds only spaces, tabs or a carriage return; test the short ones only
+    short = np.flatnonzero(lengths <= 8)
+    blank_idx = [i for i in short.tolist() if _is_blank(block.line(i))]
+    nonblank = np.setdiff1d(
+        np.arange(block.n_lines), np.asarray(blank_idx, dtype=np.int64), assume_unique=True
+    )
+    parts: list[Any] = []
+    slow: list[int] = []
+    _parse_piece(block, nonblank, parts, slow, whole=True)
+    rejects: list[Rejected] = []
+    records: list[tuple[int, Record]] = []
+    for i in sorted(slow):
+        raw = block.line(i)
+        result = validate_line(raw)
+        line = block.first_line + i
+        if isinstance(result, Invalid):
+            offset = block.byte_offset + int(block.starts[i])
+            rejects.append(Rejected(line, offset, result.reason, result.detail, raw[:RAW_BYTES]))
+        else:
+            records.append((line, result))
+    if records:
+        parts.append(_from_records(records))
+    if parts:
+        requests = pl.concat([p[0] for p in parts]).sort("line")
+        steps = pl.concat([p[1] for p in parts]).sort("line", "step")
+    else:
+        requests, steps = pl.DataFrame(schema=REQUEST_SCHEMA), pl.DataFrame(schema=STEP_SCHEMA)
+    return BlockRows(requests, steps, rejects, len(blank_idx), block.n_lines)
