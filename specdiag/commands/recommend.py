@@ -1,0 +1,192 @@
+"""`specdiag recommend`: which tau to run, analytically (--alpha, --cost) or from the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from specdiag import recommend as lib
+from specdiag.errors import UsageError
+from specdiag.options import by_option, db_option, json_option
+from specdiag.output import emit_json, message, out_console
+from specdiag.speedup import MAX_TAU
+from specdiag.store import connect
+
+
+@click.command("recommend")
+@click.option("--alpha", type=float, help="Analytic mode: per-token acceptance probability alpha in [0, 1].")
+@click.option(
+    "--cost",
+    "cost_ratio",
+    type=float,
+    help="c = draft forward time / target forward time. With --alpha: analytic mode. "
+    "From the store: overrides the fitted costs (verification then assumed free).",
+)
+@click.option("--tau", type=click.IntRange(0, None), help="Analytic mode: also report this tau's figures.")
+@click.option(
+    "--max-tau", type=click.IntRange(1, 64), default=MAX_TAU, show_default=True, help="Largest tau."
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(1, None),
+    help="Tokens the target can verify per step across the batch: allocate tau per request class (--by).",
+)
+@click.option(
+    "--boot",
+    "n_boot",
+    type=click.IntRange(0, None),
+    default=200,
+    show_default=True,
+    help="Bootstrap replicates.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@db_option
+@by_option
+@json_option
+def recommend(
+    alpha: float | None,
+    cost_ratio: float | None,
+    tau: int | None,
+    max_tau: int,
+    budget: int | None,
+    n_boot: int,
+    seed: int,
+    db: str | None,
+    by: list[str],
+    as_json: bool,
+) -> None:
+    """Recommend tau (0 = speculation off) with the expected speedup.
+
+    With --alpha and --cost: Leviathan et al. 2023 Eq. (1) and Thm 3.8. Otherwise, per deployment and --by segment
+    from the store: censored per-position acceptance, fitted (or replay-profiled) costs, bootstrap intervals over
+    requests, dynamic policies and, with --budget, a tau per request class.
+    """
+    if alpha is not None:
+        if cost_ratio is None:
+            raise UsageError("--alpha needs --cost", hint="e.g. specdiag recommend --alpha 0.8 --cost 0.05")
+        result = lib.analytic(alpha, cost_ratio, tau=tau, max_tau=max_tau)
+        emit_json(result) if as_json else _render_analytic(result, tau)
+        return
+    if tau is not None:
+        raise UsageError("--tau applies to analytic mode only", hint="add --alpha A --cost C")
+    con = connect(db, read_only=True)
+    try:
+        report = lib.recommend_report(
+            con, by=by, max_tau=max_tau, n_boot=n_boot, seed=seed, cost_ratio=cost_ratio, budget=budget
+        )
+    finally:
+        con.close()
+    if not report["recommendations"]:
+        message("no speculative steps or engine windows in the store: nothing to recommend")
+    emit_json(report) if as_json else _render_report(report)
+
+
+def _render_analytic(result: dict[str, Any], tau: int | None) -> None:
+    table = Table(title="expected tokens per step and speedup (Leviathan et al. 2023 Eq. 1, Thm 3.8)")
+    for col in ("tau", "tokens/step", "speedup", ""):
+        table.add_column(col, justify="right")
+    for row in result["curve"]:
+        mark = "best" if row["tau"] == result["recommended_tau"] else ("--tau" if row["tau"] == tau else "")
+        table.add_row(
+            str(row["tau"]), f"{row['expected_tokens_per_step']:.3f}", f"{row['speedup']:.3f}x", mark
+        )
+    out_console.print(table)
+    out_console.print(
+        f"recommended tau {result['recommended_tau']}: "
+        f"{result['expected_speedup']:.3f}x{'' if tau is None else f' at tau {tau}'}"
+    )
+
+
+def _segment(seg: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in seg.items()) or "all"
+
+
+def _render_report(report: dict[str, Any]) -> None:
+    table = Table(title="tau recommendations")
+    for col in (
+        "deployment",
+        "segment",
+        "alpha",
+        "c",
+        "current tau",
+        "speedup",
+        "best tau",
+        "speedup",
+        "95% CI",
+        "gain",
+    ):
+        table.add_column(col, justify="left" if col in ("deployment", "segment") else "right")
+    for r in report["recommendations"]:
+        if r.get("recommended_tau") is None:
+            table.add_row(r["deployment"], _segment(r["segment"]), *["-"] * 8)
+            continue
+        lo, hi = r["ci"]
+        ci = "-" if lo is None else f"{lo:.2f}-{hi:.2f}"
+        table.add_row(
+            r["deployment"], _segment(r["segment"]), f"{r['alpha']:.3f}", f"{r['cost_ratio']:.3f}",
+            str(r["current_tau"]), f"{r['current_speedup']:.2f}x", str(r["recommended_tau"]),
+            f"{r['expected_speedup']:.2f}x", ci, f"{100 * r['gain']:+.1f}%",
+        )  # fmt: skip
+    out_console.print(table)
+    for r in report["recommendations"]:
+        if r.get("tau_by_batch_size"):
+            bt = Table(title=f"{r['deployment']} ({_segment(r['segment'])}): tau by batch size")
+            for col in ("batch size", "steps", "best tau", "speedup"):
+                bt.add_column(col, justify="right")
+            for row in r["tau_by_batch_size"]:
+                bt.add_row(
+                    str(row["batch_size"]),
+                    str(row["steps"]),
+                    str(row["recommended_tau"]),
+                    f"{row['expected_speedup']:.2f}x",
+                )
+            out_console.print(bt)
+        for note in r.get("notes", []):
+            message(f"{r['deployment']} ({_segment(r['segment'])}): {note}")
+    if report.get("policies"):
+        pt = Table(title="policies ranked by expected speedup")
+        for col in ("deployment", "segment", "rank", "policy", "setting", "speedup"):
+            pt.add_column(col)
+        for p in report["policies"]:
+            for i, row in enumerate(p["ranking"], start=1):
+                setting = {
+                    "fixed": f"tau {row.get('tau')}",
+                    "heuristic": f"+2/-1, mean tau {row.get('mean_tau', 0):.1f}",
+                    "confidence_threshold": f"stop at q < {row.get('threshold')}",
+                }[row["policy"]]
+                pt.add_row(
+                    p["deployment"],
+                    _segment(p["segment"]),
+                    str(i),
+                    row["policy"],
+                    setting,
+                    f"{row['expected_speedup']:.2f}x",
+                )
+        out_console.print(pt)
+        for note in dict.fromkeys(n for p in report["policies"] for n in p["notes"]):
+            message(note)
+    for d in report.get("drafts", []):
+        dt = Table(title=f"{d['deployment']} ({_segment(d['segment'])}): drafts ranked by expected speedup")
+        for col in ("draft", "best tau", "speedup", "alpha", "c", "flag"):
+            dt.add_column(col)
+        for row in d["drafts"]:
+            flag = "not much cheaper than the target" if row["not_much_cheaper"] else ""
+            dt.add_row(
+                str(row["draft_model"]), str(row["recommended_tau"]), f"{row['expected_speedup']:.2f}x",
+                f"{row['alpha']:.3f}", f"{row['cost_ratio']:.3f}", flag,
+            )  # fmt: skip
+        out_console.print(dt)
+    for b in report.get("budget", []):
+        bt = Table(title=f"{b['deployment']}: budget {b['budget']} tokens per step, batch {b['batch_size']}")
+        for col in ("segment", "sequences", "tau"):
+            bt.add_column(col)
+        for row in b["classes"]:
+            bt.add_row(_segment(row["segment"]), str(row["sequences"]), f"{row['tau']:.2f}")
+        out_console.print(bt)
+        gain = "-" if b["gain"] is None else f"{100 * b['gain']:+.1f}%"
+        out_console.print(
+            f"expected accepted tokens per step {b['expected_accepted']:.2f} vs {b['uniform_expected_accepted']:.2f} "
+            f"at uniform tau {b['uniform_tau']} ({gain})"
+        )
