@@ -1,0 +1,151 @@
+-- name: diagnose_costs
+-- description: per deployment, batch-size bucket and tau: acceptance, decode speed (ms per output token) and step
+--   costs of the requests, with the sufficient statistics of request-clustered ratios; plus, repeated on every row of
+--   a deployment, the least-squares fit of verify ms per step against tokens in flight, n x B (n = tau + 1 tokens
+--   scored per sequence, B = batch size; tau = 0 control decode steps have n = 1): t_verify = floor + compute * n * B.
+-- grain: one row per (deployment, batch_bucket, tau)
+-- params: none
+-- columns: deployment, batch_bucket, tau, n, accepted, drafted, aa, ad, dd, verify_steps, t_n, tok, ms, tt, tm,
+--   mm (decode ms per output token sums), draft_ms, verify_ms, mean_batch_size, fit_n, fit_floor_ms,
+--   fit_compute_ms, fit_compute_se, fit_r2, fit_mean_x, draft_ms_per_token
+with step_totals as (
+    -- requests stored without totals (trace lines without them): sum their steps
+    select
+        request_id,
+        count(*) filter (where drafted > 0) as verify_steps,
+        count(*) as decode_steps,
+        sum(drafted) as drafted,
+        sum(accepted) as accepted,
+        sum(draft_ms) as draft_ms,
+        sum(verify_ms) as verify_ms
+    from steps
+    where request_id in (select request_id from requests where drafted is null)
+    group by request_id
+),
+
+req as (
+    -- one row per request with its totals and the segment buckets diagnose compares
+    select
+        r.request_id,
+        r.ts,
+        date_trunc('hour', r.ts) as hour,
+        r.deployment,
+        coalesce(r.task, 'unknown') as task,
+        coalesce(r.target_model, 'unknown') as target_model,
+        coalesce(r.draft_model, 'unknown') as draft_model,
+        coalesce(r.tau, 0) as tau,
+        r.temperature,
+        r.top_p,
+        r.acceptance,
+        r.quality,
+        r.shadow_match,
+        r.batch_size,
+        r.prompt,
+        r.prompt_tokens,
+        r.output_tokens,
+        coalesce(r.drafted, s.drafted, 0) as drafted,
+        coalesce(r.accepted, s.accepted, 0) as accepted,
+        coalesce(r.verify_steps, s.verify_steps, 0) as verify_steps,
+        coalesce(r.draft_ms, s.draft_ms) as draft_ms,
+        coalesce(r.verify_ms, s.verify_ms) as verify_ms,
+        -- decode time of the request in ms: the step timings when logged, else latency after the first token
+        coalesce(
+            coalesce(r.draft_ms, s.draft_ms, 0) + coalesce(r.verify_ms, s.verify_ms),
+            r.latency_ms - coalesce(r.ttft_ms, 0)
+        ) as decode_ms,
+        case
+            when r.temperature is null then 'unknown'
+            when r.temperature = 0 then '0'
+            when r.temperature <= 0.5 then '(0,0.5]'
+            when r.temperature <= 1.0 then '(0.5,1]'
+            else '>1'
+        end as temperature_bucket,
+        case
+            when r.batch_size is null then 'unknown'
+            when r.batch_size <= 8 then '1-8'
+            when r.batch_size <= 32 then '9-32'
+            when r.batch_size <= 128 then '33-128'
+            else '>128'
+        end as batch_bucket,
+        case
+            when r.prompt_tokens is null then 'unknown'
+            when r.prompt_tokens < 256 then '<256'
+            when r.prompt_tokens < 1024 then '256-1023'
+            when r.prompt_tokens < 4096 then '1024-4095'
+            else '>=4096'
+        end as prompt_length_bucket
+    from requests as r
+    left join step_totals as s on s.request_id = r.request_id
+),
+
+per_step as (
+    -- verify (or plain decode) ms per target forward pass of each request, and that pass's tokens in flight n x B
+    select
+        deployment,
+        verify_ms / (case when tau > 0 then verify_steps else output_tokens end) as y,
+        (tau + 1)::double * batch_size as x
+    from req
+    where
+        verify_ms is not null
+        and batch_size is not null
+        and (case when tau > 0 then verify_steps else output_tokens end) > 0
+),
+
+fit as (
+    select
+        deployment,
+        regr_count(y, x) as fit_n,
+        regr_intercept(y, x) as fit_floor_ms,
+        regr_slope(y, x) as fit_compute_ms,
+        -- slope standard error: sqrt(residual variance / Sxx)
+        sqrt(
+            greatest(regr_syy(y, x) - regr_sxy(y, x) ^ 2 / nullif(regr_sxx(y, x), 0), 0)
+            / nullif(regr_count(y, x) - 2, 0)
+            / nullif(regr_sxx(y, x), 0)
+        ) as fit_compute_se,
+        regr_r2(y, x) as fit_r2,
+        regr_avgx(y, x) as fit_mean_x
+    from per_step
+    group by deployment
+),
+
+draft_cost as (
+    select deployment, sum(draft_ms) / nullif(sum(drafted), 0) as draft_ms_per_token
+    from req
+    where tau > 0 and draft_ms is not null
+    group by deployment
+),
+
+cells as (
+    select
+        deployment,
+        batch_bucket,
+        tau,
+        count(*) as n,
+        sum(accepted)::double as accepted,
+        sum(drafted)::double as drafted,
+        sum(accepted::double * accepted) as aa,
+        sum(accepted::double * drafted) as ad,
+        sum(drafted::double * drafted) as dd,
+        sum(verify_steps)::double as verify_steps,
+        count(*) filter (where decode_ms is not null and output_tokens > 0) as t_n,
+        sum(output_tokens::double) filter (where decode_ms is not null and output_tokens > 0) as tok,
+        sum(decode_ms) filter (where decode_ms is not null and output_tokens > 0) as ms,
+        sum(output_tokens::double * output_tokens) filter (where decode_ms is not null and output_tokens > 0) as tt,
+        sum(decode_ms * output_tokens) filter (where decode_ms is not null and output_tokens > 0) as tm,
+        sum(decode_ms * decode_ms) filter (where decode_ms is not null and output_tokens > 0) as mm,
+        sum(draft_ms) as draft_ms,
+        sum(verify_ms) as verify_ms,
+        avg(batch_size) as mean_batch_size
+    from req
+    group by deployment, batch_bucket, tau
+),
+
+final as (
+    select c.*, f.* exclude (deployment), dc.draft_ms_per_token
+    from cells as c
+    left join fit as f on f.deployment = c.deployment
+    left join draft_cost as dc on dc.deployment = c.deployment
+)
+
+select * from final order by deployment, batch_bucket, tau

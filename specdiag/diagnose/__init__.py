@@ -1,0 +1,105 @@
+"""Find the few things that matter in a fleet's speculative decoding, each with its evidence.
+
+``diagnose(con)`` runs the queries in queries/diagnose_*.sql once and derives every finding kind of
+specdiag.findings.KINDS from their rows; ``save_findings`` numbers them 1..N in the ``findings`` table (replacing the
+previous run's), and ``flag`` picks representative requests of a saved finding for replay. See docs/diagnose.md.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import duckdb
+
+from specdiag.diagnose import bottleneck, changepoint, data, fast_but_wrong, regression, tau
+from specdiag.diagnose.costs import summarise
+from specdiag.diagnose.flag import flag
+from specdiag.errors import UsageError
+from specdiag.findings import SEVERITIES, Finding
+from specdiag.output import dumps
+from specdiag.store import transaction
+
+Window = tuple[datetime, datetime]
+
+__all__ = ["diagnose", "flag", "load_findings", "save_findings"]
+
+
+def diagnose(
+    con: duckdb.DuckDBPyConnection, baseline: Window | None = None, window: Window | None = None
+) -> list[Finding]:
+    """Every finding, ranked: severity first, then the estimated cost (decode slowdown or speedup lost)."""
+    if (baseline is None) != (window is None):
+        raise UsageError(
+            "--baseline and --window go together", hint="give both, or neither for a change point"
+        )
+    if baseline is not None and window is not None and baseline[1] > window[0]:
+        raise UsageError("the baseline must end before the window starts")
+    segs = data.segments(con)
+    cfg = data.config(con)
+    costs = data.costs(con)
+    found: list[Finding] = []
+    if not segs.is_empty():
+        if baseline is not None and window is not None:
+            tests = changepoint.windows(segs, baseline, window)
+        else:
+            tests = changepoint.detect(segs)
+        changepoint.adjust(tests)
+        found += regression.findings(tests, cfg, searched=baseline is None)
+        found += fast_but_wrong.findings(tests, segs, cfg)
+    summaries = summarise(costs) if not costs.is_empty() else []
+    found += bottleneck.harmful(costs, summaries) if not costs.is_empty() else []
+    found += bottleneck.verify_bound(costs, summaries) if not costs.is_empty() else []
+    found += bottleneck.draft_bottleneck(summaries)
+    found += tau.findings(summaries)
+    return sorted(found, key=_rank)
+
+
+def _rank(f: Finding) -> tuple[int, float]:
+    e = f.evidence
+    cost = e.get("decode_slowdown") or e.get("gain") or (1 - e["speedup"] if "speedup" in e else 0.0)
+    return SEVERITIES.index(f.severity), -float(cost or 0.0)
+
+
+def save_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> list[Finding]:
+    """Replace the stored findings with these, numbered 1..N in order; sets each finding's ``finding_id``."""
+    run_at = datetime.now().replace(microsecond=0)
+    with transaction(con):
+        con.execute("delete from findings")
+        for i, f in enumerate(findings, start=1):
+            f.finding_id = i
+            con.execute(
+                "insert into findings values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    i,
+                    run_at,
+                    f.kind,
+                    f.deployment,
+                    dumps(f.segment),
+                    f.severity,
+                    f.summary,
+                    dumps(f.evidence),
+                    f.since,
+                ],
+            )
+    return findings
+
+
+def load_findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+    rows = con.execute(
+        "select finding_id, kind, deployment, segment, severity, summary, evidence, since from findings "
+        "order by finding_id"
+    ).fetchall()
+    return [
+        Finding(
+            kind=r[1],
+            deployment=r[2],
+            segment=json.loads(r[3]) if r[3] else {},
+            severity=r[4],
+            summary=r[5],
+            evidence=json.loads(r[6]) if r[6] else {},
+            since=r[7],
+            finding_id=r[0],
+        )
+        for r in rows
+    ]

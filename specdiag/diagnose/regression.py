@@ -1,0 +1,154 @@
+"""acceptance_regression: acceptance dropped in a segment; report the most specific segment that explains it.
+
+Every segment (a deployment, or a deployment restricted to one value of one dimension) is tested (a change point, or
+the chosen windows), Benjamini-Hochberg runs across all of them, and a candidate needs q <= FDR_Q *and* a material
+drop (MIN_DROP). Then, per deployment:
+
+- a child segment *explains* the drop when the rest of the deployment (parent minus child, from the same sums) shows
+  no material drop at the child's split; the explaining child with the strongest evidence is reported, not the parent;
+- when no child explains it (the drop is spread across children), the deployment itself is reported, not its children.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from specdiag import stats
+from specdiag.diagnose.changepoint import METRICS, SegmentTest, compare_at
+from specdiag.diagnose.config_changes import coinciding
+from specdiag.findings import Finding
+from specdiag.stats import Comparison
+
+MIN_DROP = 0.02  # absolute drop in acceptance_rate worth an engineer's time
+
+
+def material(t: SegmentTest, sign: float = -1.0) -> bool:
+    """Significant after BH, and moved at least MIN_DROP in the direction ``sign``."""
+    return t.q_value <= stats.FDR_Q and sign * t.acceptance.diff >= MIN_DROP
+
+
+def complement(parent: SegmentTest, child: SegmentTest, metric: str = "acceptance_rate") -> Comparison:
+    """The rest of the deployment (parent sums minus the child's) before vs after the child's split."""
+    cols = list(dict.fromkeys(METRICS[metric]))
+    p = parent.frame.select(["hour", *cols])
+    c = child.frame.select(["hour", *cols])
+    rest = (
+        p.join(c, on="hour", how="left", suffix="_child")
+        .with_columns([(pl.col(k) - pl.col(f"{k}_child").fill_null(0)).alias(k) for k in cols])
+        .select(["hour", *cols])
+    )
+    return compare_at(rest, metric, child.split)
+
+
+def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentTest, dict[str, Any]]]:
+    """The segments to report and, for each, what the rest of its deployment did."""
+    chosen: list[tuple[SegmentTest, dict[str, Any]]] = []
+    by_dep: dict[str, list[SegmentTest]] = {}
+    for t in tests:
+        by_dep.setdefault(t.segment.deployment, []).append(t)
+    for group in by_dep.values():
+        parent = next((t for t in group if t.segment.dimension == "deployment"), None)
+        children = [t for t in group if t.segment.dimension != "deployment" and material(t, sign)]
+        explaining = []
+        for child in children:
+            if parent is None:
+                continue
+            rest = complement(parent, child)
+            if min(rest.before.n, rest.after.n) < stats.MIN_REQUESTS:
+                continue  # the child is (nearly) all of the deployment: not more specific than its parent
+            if not (sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q):
+                explaining.append((child, rest))
+        if explaining:
+            explaining.sort(key=lambda cr: -abs(cr[0].acceptance.z))
+            best, rest = explaining[0]
+            others = [c.segment.fields for c, _ in explaining[1:]]
+            chosen.append((best, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": others}))
+        elif parent is not None and material(parent, sign):
+            chosen.append((parent, {}))
+        elif children:
+            # the parent's change is diluted below significance but no single child explains it: report the
+            # children of the dimension with the strongest evidence
+            top = max(children, key=lambda c: abs(c.acceptance.z))
+            chosen.extend((c, {}) for c in children if c.segment.dimension == top.segment.dimension)
+    return chosen
+
+
+def _cmp_json(c: Comparison) -> dict[str, Any]:
+    return {
+        "before": c.before.value,
+        "before_ci": list(c.before.ci()),
+        "n_before": c.before.n,
+        "after": c.after.value,
+        "after_ci": list(c.after.ci()),
+        "n_after": c.after.n,
+        "diff": c.diff,
+        "p_value": c.p_value,
+    }
+
+
+def decode_loss(t: SegmentTest) -> tuple[float, float]:
+    """(relative decode slowdown, lost output tokens/s) implied by the drop in tokens per verify step.
+
+    At a fixed step cost, decode speed is proportional to the mean acceptance length MAL = 1 + accepted /
+    verify_steps, so the slowdown is 1 - MAL_after / MAL_before, and the after window's output tokens/s would have
+    been larger by MAL_before / MAL_after - 1 of itself.
+    """
+    rows = t.frame
+    before = rows.filter(pl.col("hour") < t.split)
+    after = rows.filter(pl.col("hour") >= t.split)
+
+    def mal(r: pl.DataFrame) -> float:
+        steps = float(r["verify_steps"].sum())
+        return 1.0 + float(r["accepted"].sum()) / steps if steps > 0 else float("nan")
+
+    mal_b, mal_a = mal(before), mal(after)
+    seconds = max(after.height, 1) * 3600.0  # hours with traffic after the split
+    tokens_per_s = float(after["output_tokens"].sum()) / seconds
+    loss = 1.0 - mal_a / mal_b
+    return loss, tokens_per_s * (mal_b / mal_a - 1.0)
+
+
+def severity(loss: float) -> str:
+    return "high" if loss >= 0.10 else "medium" if loss >= 0.03 else "low"
+
+
+def findings(tests: list[SegmentTest], cfg: pl.DataFrame, searched: bool = True) -> list[Finding]:
+    out = []
+    for t, extra in explain(tests, sign=-1.0):
+        seg = t.segment
+        start = t.frame["hour"].min() if searched else None
+        changes = coinciding(cfg, seg.deployment, seg.fields, t.split, start=start)  # type: ignore[arg-type]
+        since: datetime = changes[0]["at"] if changes else t.split
+        loss, lost_tps = decode_loss(t)
+        c = t.acceptance
+        where = ", ".join(f"{k} {v}" for k, v in seg.fields.items()) or "all traffic"
+        cause = (
+            f"; coincides with {changes[0]['setting']} {changes[0]['before']} -> {changes[0]['after']}"
+            if changes
+            else ""
+        )
+        summary = (
+            f"acceptance_rate fell from {c.before.value:.3f} to {c.after.value:.3f} on {seg.deployment} "
+            f"({where}) since {since:%Y-%m-%d %H:%M}{cause}."
+        )
+        evidence = {
+            "metric": "acceptance_rate",
+            **_cmp_json(c),
+            "p_value": t.p_value,
+            "q_value": t.q_value,
+            "test": "change point (scan-corrected z)" if searched else "windows (two-sided z)",
+            "split": t.split,
+            "decode_slowdown": loss,
+            "lost_tokens_per_s": lost_tps,
+            "config_changes": changes,
+            **extra,
+        }
+        out.append(
+            Finding(
+                "acceptance_regression", seg.deployment, seg.fields, severity(loss), summary, evidence, since
+            )
+        )
+    return out

@@ -1,0 +1,169 @@
+"""Statistics for diagnose: the request is the unit, never the step.
+
+Acceptance of one request's steps is correlated (an easy prompt is easy at every step), so a per-step binomial test
+would be far too confident. Every rate here is a ratio of per-request sums, R = sum(a_i) / sum(d_i) (a_i accepted and
+d_i drafted tokens of request i, or a_i = quality and d_i = 1 for a mean), and its standard error is the
+cluster-robust (linearised, "delta method") one with the request as cluster:
+
+    var(R) = n / (n - 1) * sum_i (a_i - R d_i)^2 / (sum_i d_i)^2
+           = n / (n - 1) * (S_aa - 2 R S_ad + R^2 S_dd) / D^2
+
+which needs only the sufficient statistics n, A, D, S_aa, S_ad, S_dd that DuckDB aggregates per segment and hour.
+``bootstrap_ratio_ci`` resamples requests and is the cross-check used in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+# Diagnose's defaults, documented in docs/diagnose.md.
+FDR_Q = 0.05  # Benjamini-Hochberg false discovery rate across every tested segment
+MIN_REQUESTS = 30  # per side of a comparison; fewer and the normal approximation is not trusted
+MIN_TRIM = 0.05  # a change point is searched in the central [5%, 95%] of the series' variance time
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of per-request sums with its cluster-robust standard error."""
+
+    value: float
+    se: float
+    n: int
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        z = float(sps.norm.ppf(0.5 + level / 2))
+        return (self.value - z * self.se, self.value + z * self.se)
+
+
+def ratio_from_sums(n: float, a: float, d: float, aa: float, ad: float, dd: float) -> Ratio:
+    """R = A / D with var(R) = n/(n-1) * (S_aa - 2 R S_ad + R^2 S_dd) / D^2 (request-clustered)."""
+    if n < 2 or d <= 0:
+        return Ratio(float("nan"), float("nan"), int(n))
+    r = a / d
+    resid = max(aa - 2.0 * r * ad + r * r * dd, 0.0)
+    return Ratio(r, math.sqrt(n / (n - 1.0) * resid) / d, int(n))
+
+
+def ratio_arrays(
+    n: np.ndarray, a: np.ndarray, d: np.ndarray, aa: np.ndarray, ad: np.ndarray, dd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised ``ratio_from_sums``: (R, se) per row; NaN where n < 2 or D = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d > 0, a / d, np.nan)
+        resid = np.maximum(aa - 2.0 * r * ad + r * r * dd, 0.0)
+        se = np.sqrt(n / (n - 1.0) * resid) / d
+    bad = (n < 2) | (d <= 0)
+    return np.where(bad, np.nan, r), np.where(bad, np.nan, se)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """after - before, a two-sided z test on the difference of two independent request-clustered ratios."""
+
+    before: Ratio
+    after: Ratio
+    diff: float
+    se: float
+    z: float
+    p_value: float
+
+
+def compare(before: Ratio, after: Ratio) -> Comparison:
+    diff = after.value - before.value
+    se = math.hypot(before.se, after.se)
+    if not (se > 0 and math.isfinite(diff)):
+        return Comparison(before, after, diff, se, float("nan"), float("nan"))
+    z = diff / se
+    return Comparison(before, after, diff, se, z, float(2.0 * sps.norm.sf(abs(z))))
+
+
+def scan_p_value(z_max: float, t0: float, t1: float) -> float:
+    """P(max over split points of |two-sample z| >= z_max) under no change.
+
+    The standardised CUSUM Z(t) = B(t) / sqrt(t (1 - t)) of a Brownian bridge B is, in u = log(t / (1 - t)), a
+    stationary Ornstein-Uhlenbeck process with correlation exp(-|h| / 2); the tail of its maximum over
+    t in [t0, t1] is (Siegmund 1988; Pickands constant 1)
+
+        P(max |Z| > b) ~= 2 (1 - Phi(b)) + b phi(b) log(t1 (1 - t0) / (t0 (1 - t1)))
+
+    which is conservative for a discretely observed series. Capped at 1.
+    """
+    if not math.isfinite(z_max):
+        return float("nan")
+    b = abs(z_max)
+    span = math.log(t1 * (1 - t0) / (t0 * (1 - t1)))
+    return float(min(1.0, 2.0 * sps.norm.sf(b) + b * sps.norm.pdf(b) * span))
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    index: int  # first bucket after the change
+    z: float  # two-sample z of after - before at that split (request-clustered)
+    p_value: float  # scan_p_value: corrected for having searched every split
+    t: float  # the split's position in variance time, in (0, 1)
+
+
+def change_point(
+    n: np.ndarray,
+    a: np.ndarray,
+    d: np.ndarray,
+    aa: np.ndarray,
+    ad: np.ndarray,
+    dd: np.ndarray,
+    trim: float = MIN_TRIM,
+    min_requests: int = MIN_REQUESTS,
+) -> ChangePoint | None:
+    """Most likely single change in a ratio series of time buckets (binary segmentation's first split).
+
+    For every split k the request-clustered two-sample z of (buckets >= k) - (buckets < k) is computed from cumulative
+    sufficient statistics; the split with the largest |z| wins, and its p-value accounts for the search
+    (``scan_p_value``). Splits with fewer than ``min_requests`` on a side, or outside [trim, 1 - trim] of the
+    series' total variance, are not considered. Returns None when no split qualifies.
+    """
+    k = len(n)
+    if k < 2:
+        return None
+    cums = [np.cumsum(x)[:-1] for x in (n, a, d, aa, ad, dd)]
+    tots = [float(np.sum(x)) for x in (n, a, d, aa, ad, dd)]
+    rb, seb = ratio_arrays(*cums)
+    ra, sea = ratio_arrays(*[t - c for t, c in zip(tots, cums)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (ra - rb) / np.hypot(seb, sea)
+        # variance time: the share of the total residual variance before the split, under the pooled ratio
+        r_all = tots[1] / tots[2] if tots[2] > 0 else np.nan
+        resid = np.maximum(aa - 2 * r_all * ad + r_all**2 * dd, 0.0)
+        t = np.cumsum(resid)[:-1] / resid.sum()
+    ok = (cums[0] >= min_requests) & (tots[0] - cums[0] >= min_requests) & (t >= trim) & (t <= 1 - trim)
+    ok &= np.isfinite(z)
+    if not ok.any():
+        return None
+    zs = np.where(ok, np.abs(z), -1.0)
+    best = int(np.argmax(zs))
+    return ChangePoint(best + 1, float(z[best]), scan_p_value(float(z[best]), trim, 1 - trim), float(t[best]))
+
+
+def benjamini_hochberg(p_values: list[float] | np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values (scipy.stats.false_discovery_control); NaN stays NaN (untested)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = sps.false_discovery_control(p[ok], method="bh")
+    return out
+
+
+def bootstrap_ratio_ci(
+    a: np.ndarray, d: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile CI of sum(a) / sum(d) resampling requests (rows) with replacement."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, dtype=float)
+    d = np.asarray(d, dtype=float)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    boots = a[idx].sum(axis=1) / d[idx].sum(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

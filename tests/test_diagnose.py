@@ -1,0 +1,315 @@
+"""diagnose on small fleets built row by row: each finding kind fires on its incident and stays quiet on healthy
+traffic; the segment reported is the most specific one that explains an acceptance drop."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from specdiag.diagnose import diagnose, load_findings, save_findings
+from specdiag.store import connect
+
+T0 = datetime(2025, 3, 1)
+TASKS = ("code", "chat", "math", "summarize")
+
+
+def fleet(
+    path: Path | str,
+    *,
+    deployments: tuple[str, ...] = ("chat-eu", "chat-us"),
+    requests: int = 4000,
+    hours: int = 48,
+    tau: int = 4,
+    alpha: float = 0.7,
+    drop: dict[str, Any] | None = None,
+    control_share: float = 0.05,
+    floor_ms: float = 20.0,
+    compute_ms: float = 0.002,
+    draft_ms: float = 1.0,
+    batch: tuple[int, int] = (1, 16),
+    temperatures: tuple[float, ...] = (0.0, 0.7),
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> None:
+    """Write a synthetic fleet's requests (with per-request totals) into the store at ``path``.
+
+    Per request: alpha_i ~ Beta around ``alpha`` (prompts differ in difficulty), 20-60 verify steps, each accepting
+    the prefix of tau Bernoulli(alpha_i) draws. Steps cost tau * draft_ms + floor_ms + compute_ms * (tau + 1) * B.
+    ``drop``: {"deployment", "task" (or None), "hour", "delta", "draft_model"}: from that hour acceptance falls by
+    delta (and a new draft_model is used). ``overrides``: {"deployment", "hour", column: value}: set columns from
+    that hour on.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for dep in deployments:
+        n = requests
+        ts = np.sort(rng.uniform(0, hours * 3600, n))
+        hour = ts / 3600
+        task = rng.choice(TASKS, n)
+        control = rng.random(n) < control_share
+        taus = np.where(control, 0, tau)
+        a = rng.beta(alpha * 30, (1 - alpha) * 30, n)
+        draft = np.full(n, "draft-1b-v1", dtype=object)
+        if drop and drop["deployment"] == dep:
+            hit = (hour >= drop["hour"]) & ((task == drop["task"]) if drop.get("task") else True)
+            a = np.where(hit, np.clip(a - drop["delta"], 0.01, 0.99), a)
+            if drop.get("draft_model"):
+                draft = np.where(hour >= drop["hour"], drop["draft_model"], draft)
+        steps = rng.integers(20, 61, n)
+        bsz = rng.integers(batch[0], batch[1] + 1, n)
+        # accepted prefix of each step: tau Bernoulli(alpha_i) draws, counted up to the first rejection
+        a_step = np.repeat(a, steps)[:, None]
+        prefix = np.cumprod(rng.random((int(steps.sum()), max(tau, 1))) < a_step, axis=1).sum(axis=1)
+        accepted = np.add.reduceat(prefix, np.concatenate([[0], np.cumsum(steps)[:-1]])) * (taus > 0)
+        drafted = taus * steps
+        out_tokens = np.where(control, steps, accepted + steps)
+        verify_per_step = floor_ms + compute_ms * (taus + 1) * bsz
+        verify = np.where(control, out_tokens, steps) * verify_per_step * rng.uniform(0.95, 1.05, n)
+        dms = taus * steps * draft_ms
+        quality = np.clip(rng.normal(0.8, 0.1, n), 0, 1)
+        shadow = [bool(m) if s else None for s, m in zip(rng.random(n) < 0.3, rng.random(n) < 0.95)]
+        frame = {
+            "request_id": [f"{dep}-{i}" for i in range(n)],
+            "source": "trace",
+            "ts": [T0 + timedelta(seconds=float(s)) for s in ts],
+            "deployment": dep,
+            "target_model": "target-70b-v1",
+            "draft_model": list(draft),
+            "tau": taus,
+            "temperature": rng.choice(temperatures, n),
+            "top_p": 1.0,
+            "task": task,
+            "acceptance": "rejection",
+            "prompt": [f"prompt {dep} {i}" for i in range(n)],
+            "prompt_tokens": rng.integers(50, 3000, n),
+            "output_tokens": out_tokens,
+            "latency_ms": verify + dms + 100,
+            "ttft_ms": 100.0,
+            "batch_size": bsz,
+            "quality": quality,
+            "shadow_match": shadow,
+            "verify_steps": np.where(control, 0, steps),
+            "drafted": drafted,
+            "accepted": accepted,
+            "draft_ms": dms.astype(float),
+            "verify_ms": verify,
+        }
+        df = pl.DataFrame(
+            {k: (v if not isinstance(v, str | float) else [v] * n) for k, v in frame.items()}, strict=False
+        )
+        if overrides and overrides["deployment"] == dep:
+            later = pl.col("ts") >= T0 + timedelta(hours=overrides["hour"])
+            for col, value in overrides.items():
+                if col not in ("deployment", "hour"):
+                    df = df.with_columns(pl.when(later).then(pl.lit(value)).otherwise(pl.col(col)).alias(col))
+        rows.append(df)
+    con = connect(path)
+    all_rows = pl.concat(rows, how="vertical_relaxed")  # noqa: F841 (scanned by DuckDB below)
+    con.execute("insert into requests by name select * from all_rows")
+    con.close()
+
+
+def kinds(findings: list) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def run_diagnose(db: Path, **kw: Any) -> list:
+    con = connect(db)
+    try:
+        return diagnose(con, **kw)
+    finally:
+        con.close()
+
+
+def test_healthy_fleet_has_no_regression_or_fast_but_wrong(db: Path) -> None:
+    fleet(db, seed=1)
+    found = run_diagnose(db)
+    assert not {"acceptance_regression", "fast_but_wrong"} & set(kinds(found)), [f.summary for f in found]
+
+
+def test_drop_in_one_task_is_reported_on_that_task_with_the_draft_rollout(db: Path) -> None:
+    fleet(
+        db,
+        drop={
+            "deployment": "chat-eu",
+            "task": "code",
+            "hour": 30,
+            "delta": 0.1,
+            "draft_model": "draft-1b-v2",
+        },
+    )
+    found = [f for f in run_diagnose(db) if f.kind == "acceptance_regression"]
+    assert len(found) == 1, [f.summary for f in found]
+    f = found[0]
+    assert (f.deployment, f.segment) == ("chat-eu", {"task": "code"})
+    assert abs((f.evidence["after"] - f.evidence["before"]) + 0.1) < 0.03
+    change = f.evidence["config_changes"][0]
+    assert (change["setting"], change["before"], change["after"]) == (
+        "draft_model",
+        "draft-1b-v1",
+        "draft-1b-v2",
+    )
+    assert abs(f.since - (T0 + timedelta(hours=30))) < timedelta(minutes=10)
+    lo, hi = f.evidence["before_ci"]
+    assert lo < f.evidence["before"] < hi
+
+
+def test_uniform_drop_is_reported_on_the_deployment_not_its_tasks(db: Path) -> None:
+    fleet(db, drop={"deployment": "chat-us", "task": None, "hour": 20, "delta": 0.08})
+    found = [f for f in run_diagnose(db) if f.kind == "acceptance_regression"]
+    assert [(f.deployment, f.segment) for f in found] == [("chat-us", {})]
+    assert found[0].evidence["config_changes"] == []
+
+
+def test_windows_compare_the_chosen_ranges(db: Path) -> None:
+    fleet(db, drop={"deployment": "chat-eu", "task": "math", "hour": 30, "delta": 0.1})
+    found = run_diagnose(
+        db,
+        baseline=(T0, T0 + timedelta(hours=24)),
+        window=(T0 + timedelta(hours=36), T0 + timedelta(hours=48)),
+    )
+    reg = [f for f in found if f.kind == "acceptance_regression"]
+    assert [(f.deployment, f.segment) for f in reg] == [("chat-eu", {"task": "math"})]
+    assert reg[0].evidence["test"].startswith("windows")
+    # before the drop there is nothing to find
+    quiet = run_diagnose(
+        db,
+        baseline=(T0, T0 + timedelta(hours=12)),
+        window=(T0 + timedelta(hours=12), T0 + timedelta(hours=24)),
+    )
+    assert "acceptance_regression" not in kinds(quiet)
+
+
+def test_lossy_acceptance_rule_is_fast_but_wrong(db: Path) -> None:
+    fleet(db, overrides={"deployment": "chat-us", "hour": 40, "acceptance": "typical"})
+    found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
+    assert [f.deployment for f in found] == ["chat-us"]
+    assert "typical" in found[0].summary
+    assert found[0].severity == "high"
+
+
+def test_acceptance_up_and_quality_down_is_fast_but_wrong(db: Path) -> None:
+    fleet(
+        db,
+        drop={"deployment": "chat-eu", "task": None, "hour": 24, "delta": -0.15},
+        overrides={"deployment": "chat-eu", "hour": 24, "quality": 0.6},
+    )
+    found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
+    assert [f.deployment for f in found] == ["chat-eu"]
+    signal = found[0].evidence["signals"][0]
+    assert signal["signal"].startswith("acceptance up")
+    assert signal["quality"]["after"] < signal["quality"]["before"] - 0.1
+    assert "acceptance_regression" not in kinds(run_diagnose(db))
+
+
+def test_acceptance_near_one_at_temperature_and_same_model(db: Path) -> None:
+    fleet(
+        db,
+        alpha=0.995,
+        deployments=("chat-eu",),
+        temperatures=(0.7,),
+        overrides={"deployment": "chat-eu", "hour": 0, "draft_model": "target-70b-v1"},
+    )
+    found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
+    assert len(found) == 1
+    signals = {s["signal"] for s in found[0].evidence["signals"]}
+    assert signals == {"acceptance close to 1 at temperature > 0", "target_model equals draft_model"}
+
+
+def test_verifier_swapped_for_a_smaller_model(db: Path) -> None:
+    fleet(db, overrides={"deployment": "chat-eu", "hour": 30, "target_model": "target-8b-v1"})
+    found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
+    assert [f.deployment for f in found] == ["chat-eu"]
+    assert "smaller" in found[0].summary
+    assert abs(found[0].since - (T0 + timedelta(hours=30))) < timedelta(minutes=10)
+
+
+def test_costly_draft_is_harmful_and_a_bottleneck(db: Path) -> None:
+    # c = 18 / 20 = 0.9 > alpha = 0.5: every step costs far more than the tokens it gains
+    fleet(db, alpha=0.5, draft_ms=18.0, deployments=("slow",), control_share=0.2)
+    found = run_diagnose(db)
+    assert "speculation_harmful" in kinds(found)
+    harmful = next(f for f in found if f.kind == "speculation_harmful")
+    assert harmful.evidence["speedup"] < 1 and harmful.evidence["basis"] == "measured against control"
+    bottleneck = next(f for f in found if f.kind == "draft_bottleneck")
+    assert bottleneck.evidence["cost_ratio"] > bottleneck.evidence["alpha"]
+    assert "tau_too_high" in kinds(found)
+
+
+def test_healthy_costs_raise_no_cost_findings(db: Path) -> None:
+    fleet(db, alpha=0.7, draft_ms=1.0, tau=4, seed=3)
+    found = run_diagnose(db)
+    assert not {"speculation_harmful", "draft_bottleneck", "verify_bound"} & set(kinds(found)), [
+        f.summary for f in found
+    ]
+
+
+def test_large_batch_makes_verification_compute_bound(db: Path) -> None:
+    fleet(db, deployments=("big",), batch=(64, 256), compute_ms=0.05, control_share=0.2, tau=6)
+    found = run_diagnose(db)
+    vb = [f for f in found if f.kind == "verify_bound"]
+    assert (
+        len(vb) == 1 and vb[0].evidence["compute_share_by_batch_bucket"][vb[0].segment["batch_bucket"]] > 0.5
+    )
+    assert "tau_too_high" in kinds(found)
+
+
+def test_high_acceptance_cheap_draft_wants_a_larger_tau(db: Path) -> None:
+    fleet(db, deployments=("eager",), alpha=0.9, tau=1, draft_ms=0.2, compute_ms=0.0)
+    found = run_diagnose(db)
+    low = [f for f in found if f.kind == "tau_too_low"]
+    assert len(low) == 1 and low[0].evidence["recommended_tau"] > 1
+
+
+def test_saved_findings_are_numbered_and_replaced(db: Path) -> None:
+    fleet(db, drop={"deployment": "chat-eu", "task": "code", "hour": 30, "delta": 0.1})
+    con = connect(db)
+    first = save_findings(con, diagnose(con))
+    assert [f.finding_id for f in first] == list(range(1, len(first) + 1))
+    second = save_findings(con, diagnose(con))
+    loaded = load_findings(con)
+    assert [(f.finding_id, f.kind, f.deployment, f.segment, f.summary) for f in loaded] == [
+        (f.finding_id, f.kind, f.deployment, f.segment, f.summary) for f in second
+    ]
+    assert loaded[0].evidence["n_before"] == second[0].evidence["n_before"]
+    assert con.execute("select count(*) from findings").fetchone()[0] == len(first)
+
+
+def test_cli_json_and_table(run, db: Path) -> None:
+    fleet(db, drop={"deployment": "chat-eu", "task": "code", "hour": 30, "delta": 0.1})
+    result = run("diagnose", "--db", db, "--json")
+    assert result.exit_code == 0, result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    reg = [f for f in findings if f["kind"] == "acceptance_regression"]
+    assert reg and reg[0]["segment"] == {"task": "code"} and reg[0]["finding_id"] >= 1
+    assert set(reg[0]) >= {"kind", "deployment", "segment", "severity", "summary", "evidence", "since"}
+    table = run("diagnose", "--db", db)
+    assert table.exit_code == 0 and "acceptance_regression" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--baseline", "2025-03-01..2025-03-02"),
+        ("--baseline", "yesterday..today", "--window", "2025-03-02..2025-03-03"),
+        ("--baseline", "2025-03-02..2025-03-01", "--window", "2025-03-02..2025-03-03"),
+        ("--baseline", "2025-03-01..2025-03-03", "--window", "2025-03-02..2025-03-04"),
+    ],
+)
+def test_cli_rejects_bad_windows(run, db: Path, args: tuple[str, ...]) -> None:
+    fleet(db, requests=200, deployments=("a",))
+    result = run("diagnose", "--db", db, *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_empty_store_has_no_findings(run, db: Path) -> None:
+    connect(db).close()
+    result = run("diagnose", "--db", db, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"findings": []}
