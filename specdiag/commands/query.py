@@ -1,0 +1,164 @@
+"""`specdiag query NAME` (a named diagnostic from queries/) and `specdiag sql "..."` (ad-hoc, read-only)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from specdiag import queries
+from specdiag.errors import UsageError
+from specdiag.options import db_option
+from specdiag.output import message, out_console
+from specdiag.store import connect
+
+
+def _format_option(func: Any) -> Any:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(queries.FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format; parquet needs --out.",
+    )(func)
+
+
+def _out_option(func: Any) -> Any:
+    return click.option(
+        "--out",
+        "out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write to FILE instead of stdout.",
+    )(func)
+
+
+@click.command("query")
+@click.argument("name", required=False)
+@click.option(
+    "-p", "--param", "params", type=(str, str), multiple=True, metavar="NAME VALUE", help="Set a parameter."
+)
+@click.option(
+    "--list", "list_", is_flag=True, help="List the queries with their descriptions and parameters."
+)
+@db_option
+@_format_option
+@_out_option
+def query(
+    name: str | None,
+    params: tuple[tuple[str, str], ...],
+    list_: bool,
+    db: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Run the named query queries/NAME.sql against the store (parameter values are always bound)."""
+    if list_:
+        _list(fmt)
+        return
+    if not name:
+        raise UsageError("give a query NAME or --list", hint="specdiag query --list")
+    q = queries.find_query(name)
+    values = dict(params)
+    con = connect(db, read_only=True)
+    try:
+        if fmt == "parquet":
+            table = queries.query_arrow(con, q, values)
+            _write_parquet(table, out)
+            return
+        columns, rows = queries.run_query(con, q, values)
+    finally:
+        con.close()
+    _render(columns, rows, fmt, out, title=q.name)
+
+
+@click.command("sql")
+@click.argument("statement")
+@db_option
+@_format_option
+@_out_option
+def sql(statement: str, db: str | None, fmt: str, out: Path | None) -> None:
+    """Run ad-hoc SQL against the store, opened read-only."""
+    con = connect(db, read_only=True)
+    try:
+        if fmt == "parquet":
+            _write_parquet(queries.sql_arrow(con, statement), out)
+            return
+        columns, rows = queries.run_sql(con, statement)
+    finally:
+        con.close()
+    _render(columns, rows, fmt, out, title=None)
+
+
+def _list(fmt: str) -> None:
+    found = queries.list_queries()
+    if fmt in ("json", "csv"):
+        columns = ["name", "description", "grain", "params", "columns"]
+        rows = [
+            (
+                q.name,
+                q.description,
+                q.grain,
+                [{"name": p.name, "type": p.type, "default": p.default, "doc": p.doc} for p in q.params],
+                list(q.columns),
+            )
+            for q in found
+        ]
+        _render(columns, rows, fmt, None, title=None)
+        return
+    table = Table(title="queries", show_lines=False)
+    for col in ("name", "description", "parameters"):
+        table.add_column(col, overflow="fold")
+    for q in found:
+        params = ", ".join(f"{p.name} ({p.type})" for p in q.params) or "-"
+        table.add_row(Text(q.name), Text(q.description), Text(params))
+    print_table(table)
+
+
+def _render(
+    columns: list[str], rows: list[tuple[Any, ...]], fmt: str, out: Path | None, title: str | None
+) -> None:
+    if fmt == "table":
+        if out is not None:
+            raise UsageError("--out needs --format csv, json or parquet")
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row))
+        print_table(table)
+        message(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+        return
+    text = queries.to_csv(columns, rows) if fmt == "csv" else queries.to_json(columns, rows) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        message(f"wrote {len(rows)} rows to {out}")
+
+
+def _write_parquet(table: Any, out: Path | None) -> None:
+    if out is None:
+        raise UsageError("--format parquet needs --out FILE")
+    queries.write_parquet(table, out)
+    message(f"wrote {table.num_rows} rows to {out}")
+
+
+def print_table(table: Table) -> None:
+    """A table is the data on stdout: in a terminal fit the screen, in a pipe never squeeze it to 80 columns."""
+    console = out_console if out_console.is_terminal else Console(file=sys.stdout, width=1000)
+    console.print(table)
+
+
+def _cell(value: Any) -> Text:
+    """Plain text (never rich markup: values may be prompts from logs); floats to 4 significant digits."""
+    if value is None:
+        return Text("")
+    if isinstance(value, float):
+        return Text(f"{value:.4g}")
+    return Text(str(value))

@@ -1,0 +1,329 @@
+"""Named queries: headers, parameter binding (and an injection attempt), golden results on a small awkward store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from specdiag import queries
+from specdiag.errors import InputError, UsageError
+from specdiag.store import connect
+
+H = datetime(2026, 7, 20, 10, 5)
+H2 = datetime(2026, 7, 20, 11, 30)
+UNICODE_DEPLOYMENT = "ünïcode-部署"
+
+# (request_id, source, ts, deployment, task, tau, steps: [(drafted, accepted, draft_ms, verify_ms, batch)])
+REQUESTS = [
+    (
+        "r1",
+        "trace",
+        H,
+        "chat",
+        "code",
+        4,
+        [(4, 4, 4.0, 20.0, 8), (4, 2, 4.0, 20.0, 8), (4, 0, 4.0, 20.0, 8), (3, 3, 3.0, 19.0, 9)],
+    ),
+    ("r2", "trace", H, "chat", None, 4, [(4, 1, 4.0, 10.0, 3), (4, 4, 4.0, 10.0, 3)]),
+    ("r3", "trace", H, "chat", "code", 0, [(0, 0, None, 9.0, 8), (0, 0, None, 9.0, 8), (0, 0, None, 9.0, 8)]),
+    ("r4", "trace", H2, "chat", "code", 2, [(2, 2, None, None, None), (2, 1, None, None, None)]),
+    ("r5", "trace", H, UNICODE_DEPLOYMENT, "数学", 3, [(3, 1, 1.0, 5.0, 1)]),
+]
+# an engine per-request record with totals and no steps
+ENGINE_REQUEST = ("e1", "vllm-request", H, "chat", "code", 3, 10, 30, 15)
+# (source, deployment, engine, end_ts, tau, verify_steps, drafted, accepted, accepted_per_position, MAL, running)
+WINDOWS = [
+    ("vllm-v1-log/2025-09", "chat", "0", H, 3, 100.0, 300, 150, [80.0, 50.0, 20.0], 2.5, None),
+    ("vllm-v1-log/2025-09", "chat", "0", H2, 3, 50.0, 150, 60, [35.0, 20.0, 5.0], 2.2, None),
+    ("sglang-log", "chat", None, H, None, None, None, None, None, 2.5, 10.0),
+    ("sglang-log", "chat", None, H, None, None, None, None, None, 3.0, 30.0),
+]
+
+
+def build_store(path: Path) -> duckdb.DuckDBPyConnection:
+    """A small store with awkward values: tau = 0 control traffic, a tau change, null task, unicode, MAL-only windows."""
+    con = connect(path)
+    ledger = (
+        "insert into ingest_ledger (file_id, path, format, ingested_at, lines, stored_lines, requests, steps,"
+        " windows, duplicates, blank, rejected, other_lines) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    con.execute(ledger, ["f1", "a.jsonl", "trace", H2, 10, 5, 5, 12, 0, 1, 1, 3, 0])
+    con.execute(ledger, ["f2", "vllm.log", "vllm-v1-log", H2, 40, 3, 1, 0, 2, 0, 0, 0, 37])
+    for rid, source, ts, dep, task, tau, steps in REQUESTS:
+        con.execute(
+            "insert into requests (request_id, source, ts, deployment, task, tau, prompt, file_id, line)"
+            " values (?, ?, ?, ?, ?, ?, ?, 'f1', 1)",
+            [rid, source, ts, dep, task, tau, "x'; drop table requests; --"],
+        )
+        for i, (d, a, dms, vms, b) in enumerate(steps):
+            con.execute(
+                "insert into steps (request_id, step, drafted, accepted, draft_ms, verify_ms, batch_size, ts)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [rid, i, d, a, dms, vms, b, ts],
+            )
+    rid, source, ts, dep, task, tau, vs, dr, ac = ENGINE_REQUEST
+    con.execute(
+        "insert into requests (request_id, source, ts, deployment, task, tau, verify_steps, drafted, accepted, file_id)"
+        " values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'f2')",
+        [rid, source, ts, dep, task, tau, vs, dr, ac],
+    )
+    for src, dep, eng, end, tau, vs, dr, ac, app, mal, running in WINDOWS:
+        con.execute(
+            "insert into windows (source, deployment, engine, end_ts, tau, verify_steps, drafted, accepted,"
+            " accepted_per_position, mean_acceptance_length, running_requests, file_id)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                src,
+                dep,
+                eng,
+                end,
+                tau,
+                vs,
+                dr,
+                ac,
+                app,
+                mal,
+                running,
+                "f2" if src.startswith("vllm") else None,
+            ],
+        )
+    for line, reason in ((3, "invalid_json"), (7, "invalid_json"), (9, "out_of_range")):
+        con.execute(
+            "insert into rejects values ('f1', 'a.jsonl', ?, ?, ?, ?, ?)",
+            [line, line * 100, reason, f"d{line}", "{"],
+        )
+    return con
+
+
+@pytest.fixture
+def store(db: Path) -> Path:
+    build_store(db).close()
+    return db
+
+
+def _rows(store: Path, name: str, **params: str) -> list[dict]:
+    con = connect(store, read_only=True)
+    try:
+        columns, rows = queries.run_query(con, queries.find_query(name), params)
+    finally:
+        con.close()
+    return queries.records(columns, rows)
+
+
+def test_every_query_header_parses_and_declares_its_columns(store: Path) -> None:
+    con = connect(store, read_only=True)
+    for q in queries.list_queries():
+        columns, _ = queries.run_query(con, q)
+        assert q.description and q.grain
+        assert columns == list(q.columns), q.name
+
+
+def test_acceptance_by_segment_golden(store: Path) -> None:
+    rows = {(r["deployment"], r["task"]): r for r in _rows(store, "acceptance_by_segment")}
+    # chat/code: r1 (4 steps, 15 drafted, 9 accepted), r3 control (no verify steps), r4 (2 steps, 4, 3), e1 (10, 30, 15)
+    code = rows[("chat", "code")]
+    assert (code["requests"], code["control_requests"]) == (4, 1)
+    assert (code["verify_steps"], code["drafted"], code["accepted"]) == (16, 49, 27)
+    assert code["acceptance_rate"] == pytest.approx(27 / 49)
+    assert code["mean_acceptance_length"] == pytest.approx(1 + 27 / 16)
+    untagged = rows[("chat", None)]
+    assert (untagged["verify_steps"], untagged["drafted"], untagged["accepted"]) == (2, 8, 5)
+    uni = rows[(UNICODE_DEPLOYMENT, "数学")]
+    assert uni["mean_acceptance_length"] == pytest.approx(2.0)
+    assert len(rows) == 3
+
+
+def test_parameter_restricts_and_injection_matches_nothing(store: Path) -> None:
+    only = _rows(store, "acceptance_by_segment", deployment=UNICODE_DEPLOYMENT)
+    assert [r["deployment"] for r in only] == [UNICODE_DEPLOYMENT]
+    assert _rows(store, "acceptance_by_segment", deployment="x'; drop table requests; --") == []
+    assert _rows(store, "acceptance_by_segment", deployment="chat' or '1'='1") == []
+    con = connect(store, read_only=True)
+    assert con.execute("select count(*) from requests").fetchone() == (6,)
+
+
+def test_injection_through_the_command_changes_nothing(run, store: Path) -> None:
+    result = run(
+        "query",
+        "acceptance_by_segment",
+        "-p",
+        "deployment",
+        "x'; drop table requests; --",
+        "--db",
+        store,
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"rows": []}
+    after = run("sql", "select count(*) as n from requests", "--db", store, "--format", "json")
+    assert json.loads(after.stdout) == {"rows": [{"n": 6}]}
+
+
+def test_acceptance_by_position_is_conditional(store: Path) -> None:
+    rows = {(r["tau"], r["position"]): r for r in _rows(store, "acceptance_by_position", deployment="chat")}
+    # tau 4 steps (drafted, accepted): (4,4) (4,2) (4,0) (3,3) (4,1) (4,4)
+    # position 1: all 6 reached, 5 accepted; position 2: reached by accepted >= 1 -> 5, accepted >= 2 -> 4
+    assert (rows[(4, 1)]["reached"], rows[(4, 1)]["accepted"]) == (6, 5)
+    assert (rows[(4, 2)]["reached"], rows[(4, 2)]["accepted"]) == (5, 4)
+    assert (rows[(4, 3)]["reached"], rows[(4, 3)]["accepted"]) == (4, 3)
+    # position 4: only steps that drafted 4: (4,4) (4,2) (4,0) (4,1) (4,4); reached when accepted >= 3: two, both accept
+    assert (rows[(4, 4)]["reached"], rows[(4, 4)]["accepted"]) == (2, 2)
+    assert rows[(4, 4)]["conditional_acceptance"] == pytest.approx(1.0)
+    assert rows[(4, 4)]["cumulative_acceptance"] == pytest.approx(2 / 5)
+    assert (0, 1) not in rows  # control traffic drafts nothing
+    assert rows[(2, 2)]["conditional_acceptance"] == pytest.approx(1 / 2)
+
+
+def test_acceptance_over_time_buckets_by_hour_and_filters(store: Path) -> None:
+    rows = _rows(store, "acceptance_over_time", deployment="chat")
+    assert [(r["hour"], r["requests"]) for r in rows] == [
+        (datetime(2026, 7, 20, 10), 4),
+        (datetime(2026, 7, 20, 11), 1),
+    ]
+    assert rows[1]["mean_acceptance_length"] == pytest.approx(2.5)  # r4: 3 accepted in 2 steps
+    late = _rows(store, "acceptance_over_time", since="2026-07-20 11:00:00")
+    assert [r["hour"] for r in late] == [datetime(2026, 7, 20, 11)]
+
+
+def test_latency_breakdown_per_emitted_token(store: Path) -> None:
+    rows = {(r["tau"], r["batch_bucket"]): r for r in _rows(store, "latency_breakdown", deployment="chat")}
+    # tau 4, batch 8..15: r1's 4 steps emit 5+3+1+4 = 13 tokens, draft 15 ms, verify 79 ms
+    r = rows[(4, 8)]
+    assert (r["steps"], r["emitted_tokens"]) == (4, 13)
+    assert r["draft_ms_per_token"] == pytest.approx(15 / 13)
+    assert r["verify_ms_per_token"] == pytest.approx(79 / 13)
+    assert r["draft_share"] == pytest.approx(15 / 94)
+    assert rows[(4, 2)]["steps"] == 2  # r2 at batch 3
+    assert rows[(0, 8)]["verify_ms_per_token"] == pytest.approx(9.0)  # control: one token per 9 ms step
+    assert rows[(0, 8)]["draft_share"] == 0
+    assert all(key[0] != 2 for key in rows)  # r4's steps have no timings
+
+
+def test_rejects_by_reason(store: Path) -> None:
+    rows = _rows(store, "rejects_by_reason")
+    assert [(r["reason"], r["rejected"], r["first_line"], r["first_detail"]) for r in rows] == [
+        ("invalid_json", 2, 3, "d3"),
+        ("out_of_range", 1, 9, "d9"),
+    ]
+    assert len(_rows(store, "rejects_by_reason", reason="out_of_range")) == 1
+
+
+def test_window_acceptance_over_time_weights_mal_only_windows(store: Path) -> None:
+    rows = {(r["source"], r["hour"].hour): r for r in _rows(store, "window_acceptance_over_time")}
+    vllm = rows[("vllm-v1-log/2025-09", 10)]
+    assert (vllm["windows"], vllm["drafted"], vllm["accepted"]) == (1, 300, 150)
+    assert vllm["mean_acceptance_length"] == pytest.approx(2.5)
+    sglang = rows[("sglang-log", 10)]
+    assert sglang["drafted"] is None and sglang["acceptance_rate"] is None
+    assert sglang["mean_acceptance_length"] == pytest.approx((2.5 * 10 + 3.0 * 30) / 40)
+
+
+def test_window_acceptance_by_position_from_counts(store: Path) -> None:
+    rows = {r["position"]: r for r in _rows(store, "window_acceptance_by_position")}
+    # summed over the two windows: verify_steps 150, reached position 1..3 = 115, 70, 25
+    assert rows[1]["conditional_acceptance"] == pytest.approx(115 / 150)
+    assert rows[2]["conditional_acceptance"] == pytest.approx(70 / 115)
+    assert rows[3]["conditional_acceptance"] == pytest.approx(25 / 70)
+    assert rows[3]["cumulative_acceptance"] == pytest.approx(25 / 150)
+
+
+def test_audits_pass_on_a_consistent_store(store: Path) -> None:
+    for q in queries.list_queries():
+        if q.name.startswith("audit_"):
+            assert _rows(store, q.name) == [], q.name
+
+
+def test_audits_catch_planted_inconsistencies(store: Path) -> None:
+    con = connect(store)
+    con.execute("update steps set accepted = 5 where request_id = 'r1' and step = 0")  # drafted 4
+    con.execute("update requests set verify_steps = 3, drafted = 15, accepted = 9 where request_id = 'r1'")
+    con.execute("delete from rejects where line = 9")  # the ledger still says 3 rejected
+    con.close()
+    bad = _rows(store, "audit_accepted_gt_drafted")
+    assert [(r["table_name"], r["id"]) for r in bad] == [("steps", "r1#0")]
+    totals = _rows(store, "audit_request_totals")
+    # the planted totals miss the step change: verify_steps 3 != 4 and accepted 9 != 10
+    assert {(r["request_id"], r["field"], r["stored"], r["from_steps"]) for r in totals} == {
+        ("r1", "verify_steps", 3, 4),
+        ("r1", "accepted", 9, 10),
+    }
+    ledger = _rows(store, "audit_ledger_accounting")
+    assert [(r["file_id"], r["problem"], r["ledger_value"], r["actual_value"]) for r in ledger] == [
+        ("f1", "rejected", 3, 2)
+    ]
+
+
+def test_header_parsing_rejects_missing_keys(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.sql"
+    bad.write_text("-- name: broken\n-- description: x\nselect 1\n")
+    with pytest.raises(InputError, match="broken.sql:1: query header lacks `-- grain:`"):
+        queries.parse_header(bad, bad.read_text())
+    named = tmp_path / "other.sql"
+    named.write_text("-- name: wrong\n-- description: d\n-- grain: g\n-- columns: a\nselect 1 as a\n")
+    with pytest.raises(InputError, match="differs from the file name"):
+        queries.parse_header(named, named.read_text())
+
+
+def test_header_params_and_continuations(tmp_path: Path) -> None:
+    path = tmp_path / "q.sql"
+    path.write_text(
+        "-- name: q\n-- description: first part\n--   and the rest\n-- grain: one row\n"
+        "-- params: n (integer, default 3): how many\n-- params: since (timestamp, default null = all): from\n"
+        "-- columns: a\nselect coalesce(getvariable('n'), 3) as a\n"
+    )
+    q = queries.parse_header(path, path.read_text())
+    assert q.description == "first part and the rest"
+    assert [(p.name, p.type, p.default) for p in q.params] == [
+        ("n", "integer", "3"),
+        ("since", "timestamp", "null = all"),
+    ]
+    con = duckdb.connect()
+    assert queries.run_query(con, q)[1] == [(3,)]
+    assert queries.run_query(con, q, {"n": "7"})[1] == [(7,)]
+    assert queries.run_query(con, q)[1] == [(3,)]  # variables are reset after each run
+    with pytest.raises(InputError, match="not a valid integer"):
+        queries.run_query(con, q, {"n": "seven"})
+    with pytest.raises(UsageError, match="no parameter 'm'"):
+        queries.run_query(con, q, {"m": "1"})
+
+
+def test_query_command_formats(run, store: Path, tmp_path: Path) -> None:
+    as_csv = run("query", "rejects_by_reason", "--db", store, "--format", "csv")
+    assert as_csv.exit_code == 0
+    assert as_csv.stdout.splitlines()[0] == "path,reason,rejected,first_line,first_detail"
+    assert as_csv.stdout.splitlines()[1] == "a.jsonl,invalid_json,2,3,d3"
+    out = tmp_path / "pos.parquet"
+    as_parquet = run(
+        "query", "window_acceptance_by_position", "--db", store, "--format", "parquet", "--out", out
+    )
+    assert as_parquet.exit_code == 0, as_parquet.stderr
+    assert pq.read_table(out).num_rows == 3
+    table = run("query", "acceptance_by_segment", "--db", store)
+    assert table.exit_code == 0 and "数学" in table.stdout
+
+
+def test_query_list_and_unknown_names(run, store: Path) -> None:
+    listed = run("query", "--list", "--format", "json")
+    names = {q["name"] for q in json.loads(listed.stdout)["rows"]}
+    assert {"acceptance_by_segment", "latency_breakdown", "audit_request_totals"} <= names
+    unknown = run("query", "nope", "--db", store)
+    assert unknown.exit_code == 2 and "no query named 'nope'" in unknown.stderr
+    traversal = run("query", "../pyproject", "--db", store)
+    assert traversal.exit_code == 2
+    badparam = run("query", "rejects_by_reason", "-p", "deployment", "x", "--db", store)
+    assert badparam.exit_code == 2 and "no parameter 'deployment'" in badparam.stderr
+
+
+def test_sql_is_read_only_and_reports_errors_in_one_line(run, store: Path) -> None:
+    write = run("sql", "delete from requests", "--db", store)
+    assert write.exit_code == 3 and write.stderr.count("\n") == 1 and "read-only" in write.stderr
+    typo = run("sql", "selec 1", "--db", store)
+    assert typo.exit_code == 3 and typo.stderr.startswith("error: sql:")
+    missing = run("sql", "select 1", "--db", store.parent / "none.duckdb")
+    assert missing.exit_code == 4
