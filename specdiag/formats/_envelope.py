@@ -46,14 +46,14 @@ def decode(raw: bytes) -> str | None:
 
 
 def number(text: str) -> float | None:
-    """A printed number: `2.84`, `61.3%` (kept as printed, 61.3), `nan` (None). Raises ValueError otherwise."""
+    """A printed number: `2.84`, `61.3%` (kept as printed, 61.3), `nan` or inf (None). Else ValueError."""
     value = text.strip().rstrip("%").strip()
     if value.lower() in ("nan", "-nan", "inf", "-inf"):
         return None
     if not NUMBER.match(value):
         raise ValueError(f"not a number: {text.strip()!r}")
     result = float(value)
-    return None if math.isnan(result) else result
+    return result if math.isfinite(result) else None  # 1e400 overflows to inf: no usable number
 
 
 def count(text: str) -> int | None:

@@ -21,6 +21,7 @@ What each family becomes (names also accepted with `vllm_` / `sglang_` instead o
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -105,16 +106,15 @@ def labels_of(text: str | None) -> dict[str, str]:
 
 def value_of(text: str) -> float | None:
     """A sample value; NaN and infinities are None (no count to use). Raises ValueError otherwise."""
-    if text.lower() in ("nan", "+inf", "-inf", "inf"):
-        return None
-    return float(text)
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
     out = Parsed(format=NAME)
     scrape_ts = ctx.mtime or datetime.now(UTC).replace(tzinfo=None)
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}  # (source, deployment, engine, instance, ts) -> values
-    seen: set[tuple[str, str, int | None]] = set()
+    seen: set[tuple[str, str, datetime]] = set()
     for line in lines:
         text = line.raw.decode("utf-8", errors="replace").strip()
         if not text:
@@ -132,19 +132,16 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
         try:
             labels = labels_of(match["labels"])
             value = value_of(match["value"])
-            ts_ms = int(match["ts"]) if match["ts"] else None
+            ts = _scrape_time(match["ts"], scrape_ts)
         except ValueError as exc:
             out.rejects.append(_reject(line, str(exc)))
             continue
-        identity = (name, match["labels"] or "", ts_ms)
+        identity = (name, match["labels"] or "", ts)
         if identity in seen:
             out.rejects.append(_reject(line, "the same series twice in one scrape (add sample timestamps)"))
             continue
         seen.add(identity)
         source, role = FAMILIES[name]
-        ts = (
-            datetime.fromtimestamp(ts_ms / 1000, UTC).replace(tzinfo=None) if ts_ms is not None else scrape_ts
-        )
         key = (
             source,
             deployment_for(ctx, labels.get("model_name")),
@@ -165,6 +162,16 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
             group[role] = value
     _finish(groups, out)
     return out
+
+
+def _scrape_time(ms: str | None, default: datetime) -> datetime:
+    """A sample's timestamp (ms since the epoch) as naive UTC, else the scrape's (the file's mtime)."""
+    if not ms:
+        return default
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, UTC).replace(tzinfo=None)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"timestamp {ms} ms is out of range") from exc
 
 
 def _engine(label: str | None) -> str | None:

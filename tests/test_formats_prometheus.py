@@ -1,0 +1,110 @@
+"""Prometheus scrapes: counters differenced into windows (across files through the store), resets, gauges."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from specdiag.formats import prometheus
+from specdiag.formats._windows import difference
+from specdiag.formats.samples import write_samples
+from specdiag.store import ensure_schema
+from tests.formats_helpers import accounted, ctx, fixture, lines_of
+
+
+def _parse(name: str, **kwargs: object) -> prometheus.Parsed:
+    lines = fixture(name)
+    parsed = prometheus.parse(lines, ctx(name, **kwargs))
+    assert accounted(parsed, lines)
+    return parsed
+
+
+def test_vllm_v1_scrape_is_one_sample_and_created_is_ignored() -> None:
+    parsed = _parse("vllm-v1-scrape-1.prom", mtime=datetime(2026, 7, 20, 12, 0))
+    # 16 lines: 6 spec-decode samples used; 7 comments, 2 `_created`, 1 other metric are other lines
+    assert (parsed.used_lines, parsed.other_lines, parsed.rejects) == (6, 10, [])
+    (sample,) = parsed.samples
+    assert (sample["deployment"], sample["engine"], sample["ts"]) == (
+        "llama-8b",
+        "0",
+        datetime(2026, 7, 20, 12),
+    )
+    assert (sample["verify_steps"], sample["drafted"], sample["accepted"]) == (1000, 3000, 1800)
+    assert sample["accepted_per_position"] == [800, 600, 400]
+
+
+def _memory_store() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    ensure_schema(con)
+    return con
+
+
+def test_scrape_files_difference_through_the_store_in_any_order() -> None:
+    con = _memory_store()
+    first = _parse("vllm-v1-scrape-1.prom", mtime=datetime(2026, 7, 20, 12, 0))
+    second = _parse("vllm-v1-scrape-2.prom", mtime=datetime(2026, 7, 20, 12, 1))  # `vllm_` prefix variant
+    assert write_samples(con, second.samples, "file-2") == 1  # alone: one window since process start
+    assert write_samples(con, first.samples, "file-1") == 1  # the earlier scrape: windows rebuilt, one more
+    rows = con.execute(
+        "select start_ts, end_ts, verify_steps, drafted, accepted, accepted_per_position, file_id"
+        " from windows order by end_ts"
+    ).fetchall()
+    since_start, interval = rows
+    assert since_start[0] is None and since_start[2:6] == (1000, 3000, 1800, [800, 600, 400])
+    # 1500 - 1000 steps, 4500 - 3000 drafted, 2600 - 1800 accepted, [1150 - 800, 850 - 600, 600 - 400]
+    assert interval[:6] == (
+        datetime(2026, 7, 20, 12, 0),
+        datetime(2026, 7, 20, 12, 1),
+        500,
+        1500,
+        800,
+        [350, 250, 200],
+    )
+    assert interval[6] == "file-2"
+    # totals over the windows equal the last counters: nothing counted twice
+    assert con.execute("select sum(accepted) from windows").fetchone() == (2600,)
+
+
+def test_timestamped_scrapes_in_one_file_with_a_counter_reset() -> None:
+    parsed = _parse("trtllm-timestamped.prom")
+    assert [(r.line, r.reason) for r in parsed.rejects] == [(19, "unparsable_metrics")]
+    start, interval, after_reset = difference(parsed.samples)
+    # verify steps = drafted at position 0: 1000, then 1500 - 1000 = 500
+    assert (start["verify_steps"], start["drafted"], start["accepted"]) == (1000, 2000, 1300)
+    assert start["printed_mean_acceptance_length"] == 2.9
+    assert json.loads(start["extra"])["draft_overhead"] == 0.12
+    assert (interval["verify_steps"], interval["drafted"], interval["accepted"]) == (500, 1000, 550)
+    assert interval["accepted_per_position"] == [350, 200]  # [1150 - 800, 700 - 500]
+    assert interval["end_ts"] == datetime(2026, 7, 20, 12, 1)  # 1784548860000 ms
+    # 3000 -> 200 drafted: a restart; the window holds what was counted since it
+    assert json.loads(after_reset["extra"])["reset"] is True
+    assert (after_reset["verify_steps"], after_reset["drafted"], after_reset["accepted"]) == (100, 200, 150)
+
+
+def test_gauges_summaries_and_v0_counters() -> None:
+    parsed = _parse("sglang-tgi-v0-gauges.prom")
+    assert [(r.line, r.reason) for r in parsed.rejects] == [(16, "unparsable_metrics")]
+    sglang, v0 = parsed.windows
+    assert (sglang["source"], sglang["deployment"]) == ("prometheus/sglang", "qwen-7b")
+    assert (sglang["mean_acceptance_length"], sglang["printed_acceptance_rate"]) == (2.87, 0.62)
+    assert sglang["accepted"] is None
+    # V0: lifetime ratios only, its `*_total` counters are not used
+    assert (v0["source"], v0["printed_acceptance_rate"], v0["drafted"]) == ("prometheus/vllm-v0", 0.612, None)
+    assert json.loads(v0["extra"]) == {"since_start": True, "system_efficiency": 0.455}
+    assert not [s for s in parsed.samples if s["source"] == "prometheus/vllm-v1"]
+    (tgi,) = difference(parsed.samples)
+    # TGI skipped tokens: MAL = 1 + sum / count = 1 + 5400 / 3000 = 2.8; no drafted count
+    assert (tgi["accepted"], tgi["verify_steps"], tgi["drafted"]) == (5400, 3000, None)
+    assert tgi["mean_acceptance_length"] == pytest.approx(2.8)
+
+
+def test_repeated_series_without_timestamps_is_rejected() -> None:
+    text = (
+        b'vllm:spec_decode_num_drafts_total{engine="0"} 1\nvllm:spec_decode_num_drafts_total{engine="0"} 2\n'
+    )
+    parsed = prometheus.parse(lines_of(text), ctx("x.prom"))
+    assert [r.reason for r in parsed.rejects] == ["unparsable_metrics"]
+    assert parsed.samples[0]["verify_steps"] == 1
