@@ -1,0 +1,124 @@
+"""The report: one self-contained HTML file (and optionally one PNG per chart) from what the store holds.
+
+``write_report(con, out, png_dir=None) -> list[Path]`` reads the store (requests, steps, windows, rejects,
+findings, replay results), asks ``specdiag.recommend`` for the speedup-versus-tau curves, and writes the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import duckdb
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from specdiag import __version__
+from specdiag.errors import InputError
+from specdiag.output import err_console
+from specdiag.report import charts, data
+from specdiag.report.recommendations import recommendations
+
+# vega-lite version of altair's schema, e.g. "v6.4.1" -> "6.4": the bundle must match the specs altair writes.
+VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+
+
+def build(
+    con: duckdb.DuckDBPyConnection, step: Callable[[str], None] = lambda _: None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Everything the page shows: (template context, [{id, title, spec}]). Charts with no data are left out and
+    listed in context["missing_charts"]. ``step(description)`` is called before each stage (progress display)."""
+    step("reading the store")
+    bucket_s = data.bucket_seconds(con)
+    found = data.findings(con)
+    acceptance = data.acceptance_over_time(con, bucket_s)
+    positions = data.position_acceptance(con)
+    stages = data.stage_time_by_batch(con)
+    quality = data.quality_over_time(con, bucket_s)
+    step("recommending tau (bootstrap)")
+    recs = recommendations(con)
+    step("building charts")
+    markers = [
+        {
+            "since": f["since"],
+            "label": f"#{f['finding_id']} {f['kind']}",
+            "deployment": f["deployment"] or "all",
+            "summary": f["summary"],
+        }
+        for f in found
+        if f["since"] is not None
+    ]
+    curves = [dict(point, label=r["label"]) for r in recs for point in r["curve"]]
+    built = {
+        "acceptance": ("Acceptance over time", charts.acceptance_over_time(acceptance, markers)),
+        "positions": ("Per-position acceptance", charts.position_acceptance(positions)),
+        "speedup": ("Speedup versus tau", charts.speedup_vs_tau(curves, data.speedup_markers(recs))),
+        "stages": ("Draft versus verify time", charts.stage_time(stages)),
+        "quality": ("Quality and shadow match", charts.quality_over_time(quality)),
+    }
+    chart_list = [
+        {"id": key, "title": title, "spec": chart.to_dict()} for key, (title, chart) in built.items() if chart
+    ]
+    context = {
+        "version": __version__,
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "bucket_minutes": bucket_s // 60,
+        "summary": data.ingest_summary(con),
+        "findings": found,
+        "recommendations": recs,
+        "rejects": data.rejects_by_reason(con),
+        "replays": data.replayed(con),
+        "missing_charts": [title for title, chart in built.values() if chart is None],
+    }
+    return context, chart_list
+
+
+def write_report(
+    con: duckdb.DuckDBPyConnection, out: str | Path, png_dir: str | Path | None = None, progress: bool = False
+) -> list[Path]:
+    """Write the HTML report to ``out`` (and ``<png_dir>/<chart>.png`` per chart); return the paths written.
+
+    progress: show a rich progress bar on stderr (one tick per stage).
+    """
+    from specdiag.report.html import render
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
+        raise InputError(f"{png_dir}: exists and is not a folder")
+    with Progress(
+        TextColumn("report: {task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=err_console, disable=not progress, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("", total=4 + (png_dir is not None))
+
+        def step(description: str) -> None:
+            if bar.tasks[0].description:
+                bar.advance(task)
+            bar.update(task, description=description)
+
+        context, chart_list = build(con, step)
+        step("rendering HTML")
+        out.write_text(render(context, chart_list, VL_VERSION), encoding="utf-8")
+        written = [out]
+        if png_dir is not None:
+            step("writing PNGs")
+            written += write_pngs(chart_list, Path(png_dir))
+        bar.advance(task)
+    return written
+
+
+def write_pngs(chart_list: list[dict[str, Any]], png_dir: Path) -> list[Path]:
+    """One PNG per chart, rendered offline by vl-convert (scale 2 for legible text in tickets and chat)."""
+    import vl_convert
+
+    png_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for chart in chart_list:
+        path = png_dir / f"{chart['id']}.png"
+        path.write_bytes(vl_convert.vegalite_to_png(chart["spec"], vl_version=VL_VERSION, scale=2))
+        paths.append(path)
+    return paths

@@ -1,0 +1,248 @@
+"""The report: what each section shows for a small store filled by hand, and that untrusted text stays text."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from specdiag import report as report_pkg
+from specdiag.report import data
+from specdiag.store import connect
+
+# Log text an attacker controls: each would run script if it reached the page unescaped.
+HOSTILE_PROMPT = "</script><script>window.__pwned=1;document.title='pwned'</script>"
+HOSTILE_OUTPUT = "<img src=x onerror=\"window.__pwned=2;document.title='pwned'\">"
+HOSTILE_DEPLOYMENT = "chat</script><img src=x onerror=window.__pwned=3>\u2028x"
+T0 = datetime(2026, 3, 2, 0, 0)
+
+
+def fill_store(con: duckdb.DuckDBPyConnection, hostile: bool = True) -> None:
+    """Two deployments over two days, hourly requests with 3 verify steps each (tau 4); acceptance on 'chat-b'
+    drops after 24 h. One finding, one replay run with four drafted tokens, two rejected lines."""
+    dep_b = HOSTILE_DEPLOYMENT if hostile else "chat-b"
+    req_rows, step_rows = [], []
+    for h in range(48):
+        ts = T0 + timedelta(hours=h)
+        for dep in ("chat-a", dep_b):
+            rid = f"{dep[:6]}-{h}"
+            accepted = [4, 2, 0] if (dep == dep_b and h >= 24) else [4, 4, 3]
+            batch = 1 if h % 2 == 0 else 8
+            for i, acc in enumerate(accepted):
+                step_rows.append((rid, i, 4, acc, 2.0, 10.0 + batch, batch, ts))
+            req_rows.append(
+                (
+                    rid,
+                    "trace",
+                    ts,
+                    dep,
+                    4,
+                    0.7,
+                    HOSTILE_PROMPT if hostile else "hello",
+                    HOSTILE_OUTPUT if hostile else "world",
+                    batch,
+                    0.9 if h < 24 else 0.8,
+                    h % 5 != 0,
+                    3,
+                    12,
+                    sum(accepted),
+                    6.0,
+                    30.0 + 3 * batch,
+                )
+            )
+    request_columns = ["request_id", "source", "ts", "deployment", "tau", "temperature", "prompt", "output",
+                       "batch_size", "quality", "shadow_match", "verify_steps", "drafted", "accepted", "draft_ms",
+                       "verify_ms"]  # fmt: skip
+    step_columns = ["request_id", "step", "drafted", "accepted", "draft_ms", "verify_ms", "batch_size", "ts"]
+    con.register("new_requests", pl.DataFrame(req_rows, schema=request_columns, orient="row"))
+    con.register("new_steps", pl.DataFrame(step_rows, schema=step_columns, orient="row"))
+    con.execute("insert into requests by name select * from new_requests")
+    con.execute("insert into steps by name select * from new_steps")
+    con.execute(
+        "insert into findings values (1, ?, 'acceptance_regression', ?, ?, 'high', ?, ?, ?)",
+        [
+            T0 + timedelta(days=2),
+            dep_b,
+            json.dumps({"task": HOSTILE_OUTPUT if hostile else "code"}),
+            "acceptance on " + dep_b + " dropped from 0.92 to 0.50",
+            json.dumps({"before": 0.92, "after": 0.5, "note": HOSTILE_PROMPT if hostile else ""}),
+            T0 + timedelta(hours=24),
+        ],
+    )
+    con.execute(
+        """insert into replay_runs (run_id, prompt_id, request_id, finding_id, created_at, target, draft, tau,
+           temperature, steps, drafted, accepted, acceptance_rate, mean_acceptance_length, speedup,
+           matches_target_only, output_text) values
+           ('run1', 'p1', ?, 1, ?, 'target-m', 'draft-m', 4, 0.7, 1, 4, 2, 0.5, 3.0, 1.4, true, ?)""",
+        [f"{dep_b[:6]}-30", T0 + timedelta(days=2), HOSTILE_OUTPUT if hostile else "out"],
+    )
+    tokens = ["Hello", HOSTILE_PROMPT if hostile else " wor", "ld", "!"]
+    for pos, (text, acc, p) in enumerate(zip(tokens, [True, True, False, False], [0.9, 0.8, 0.1, 0.05])):
+        con.execute(
+            "insert into replay_tokens values ('run1', 'p1', 0, ?, ?, ?, 0.5, ?, ?, 1.0, 0.2)",
+            [pos, 100 + pos, text, p, acc],
+        )
+    con.execute(
+        "insert into rejects values ('f1', 'logs/a.jsonl', 7, 120, 'invalid_json', ?, ?)",
+        ["Expecting value", HOSTILE_PROMPT if hostile else "{"],
+    )
+    con.execute("insert into rejects values ('f1', 'logs/a.jsonl', 9, 300, 'missing_field', 'ts', '{}')")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("filled") / "store.duckdb"
+    con = connect(db)
+    fill_store(con)
+    con.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def page(filled: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The report of the filled store, written once with PNGs (rendering is the slow part)."""
+    tmp = tmp_path_factory.mktemp("page")
+    con = connect(filled, read_only=True)
+    written = report_pkg.write_report(con, tmp / "r.html", png_dir=tmp / "png")
+    con.close()
+    assert written[0] == tmp / "r.html"
+    assert {p.name for p in written[1:]} == {
+        f"{c}.png" for c in ("acceptance", "positions", "speedup", "stages", "quality")
+    }
+    for p in written[1:]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return written[0].read_text(encoding="utf-8")
+
+
+def test_acceptance_over_time_shows_the_drop(filled: Path) -> None:
+    con = connect(filled, read_only=True)
+    width = data.bucket_seconds(con)
+    assert width == 900  # 47 h of data in at most 300 buckets
+    series = data.acceptance_over_time(con, width)
+    by_dep = {}
+    for r in series:
+        by_dep.setdefault(r["deployment"], []).append(r)
+    assert by_dep["chat-a"][0]["acceptance_rate"] == pytest.approx(11 / 12)
+    late = [r for r in by_dep[HOSTILE_DEPLOYMENT] if r["ts"] >= T0 + timedelta(hours=24)]
+    assert {round(r["acceptance_rate"], 6) for r in late} == {0.5}
+    assert late[0]["mean_acceptance_length"] == pytest.approx(1 + 6 / 3)
+
+
+def test_position_acceptance_is_conditional(filled: Path) -> None:
+    con = connect(filled, read_only=True)
+    rows = {(r["deployment"], r["position"]): r for r in data.position_acceptance(con)}
+    # chat-a: steps accept 4, 4, 3 of 4 -> positions 1..3 always accepted, position 4 in 2 of 3 steps.
+    assert rows[("chat-a", 1)]["cond_alpha"] == 1.0
+    assert rows[("chat-a", 4)]["cond_alpha"] == pytest.approx(2 / 3)
+    assert rows[("chat-a", 4)]["eligible"] == 48 * 3
+    # chat-b: 24 h of (4,4,3) and 24 h of (4,2,0). Position 1: reached by all but the 0-steps.
+    b1 = rows[(HOSTILE_DEPLOYMENT, 1)]
+    assert b1["reached"] == 48 * 3 - 24 and b1["eligible"] == 48 * 3
+    # Position 3 is conditional on positions 1-2: eligible = steps with accepted >= 2.
+    b3 = rows[(HOSTILE_DEPLOYMENT, 3)]
+    assert b3["eligible"] == 24 * 3 + 24 * 2 and b3["reached"] == 24 * 3 + 24
+    assert b3["ci_low"] < b3["cond_alpha"] < b3["ci_high"]
+
+
+def test_position_acceptance_from_engine_windows(db: Path) -> None:
+    con = connect(db)
+    # 100 verify steps; 80 accepted the first token, 40 the second, 10 the third.
+    con.execute(
+        "insert into windows (source, deployment, end_ts, tau, verify_steps, drafted, accepted, accepted_per_position)"
+        " values ('vllm', 'eng', ?, 3, 100, 300, 130, [80, 40, 10])",
+        [T0],
+    )
+    rows = data.position_acceptance(con)
+    assert [round(r["cond_alpha"], 6) for r in rows] == [0.8, 0.5, 0.25]
+
+
+def test_stage_time_per_emitted_token(filled: Path) -> None:
+    con = connect(filled, read_only=True)
+    rows = {(r["deployment"], r["batch_bucket"], r["stage"]): r for r in data.stage_time_by_batch(con)}
+    # chat-a steps emit 5, 5, 4 tokens; draft 2 ms and verify 10 + B ms per step.
+    assert rows[("chat-a", "1", "draft")]["ms_per_token"] == pytest.approx(6 / 14)
+    assert rows[("chat-a", "8-15", "verify")]["ms_per_token"] == pytest.approx(3 * 18 / 14)
+    assert data.batch_bucket(1) == "1" and data.batch_bucket(5) == "4-7" and data.batch_bucket(16) == "16-31"
+
+
+def test_quality_series_pairs_acceptance_with_quality(filled: Path) -> None:
+    con = connect(filled, read_only=True)
+    series = data.quality_over_time(con, 86400)
+    metrics = {(r["deployment"], r["ts"].day, r["metric"]): r["value"] for r in series}
+    assert metrics[("chat-a", 2, "quality")] == pytest.approx(0.9)
+    assert metrics[("chat-a", 3, "quality")] == pytest.approx(0.8)
+    assert metrics[(HOSTILE_DEPLOYMENT, 3, "acceptance_rate")] == pytest.approx(0.5)
+    assert 0 < metrics[("chat-a", 2, "shadow_match_rate")] < 1
+
+
+def test_report_is_self_contained_and_escapes_log_text(page: str) -> None:
+    # No network: no element outside the inlined scripts loads anything (URLs inside the bundle's code are not
+    # requests; the browser test checks that none is made), and the CSP forbids requests anyway.
+    markup = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", page, flags=re.S)
+    assert not re.search(r"<(script|link|img|iframe|object|embed)[^>]+(src|href|data)=", markup, re.I)
+    assert "default-src 'none'" in page
+    # Every chart with data is embedded.
+    for chart in ("acceptance", "positions", "speedup", "stages", "quality"):
+        assert f'id="spec-{chart}"' in page
+    # The hostile strings never appear raw; they appear as escaped text in HTML and \u-escaped in JSON.
+    for hostile in (HOSTILE_PROMPT, HOSTILE_OUTPUT, HOSTILE_DEPLOYMENT):
+        assert hostile not in page
+    assert "&lt;/script&gt;&lt;script&gt;window.__pwned=1" in page
+    assert "&lt;img src=x onerror=" in page
+    assert page.count("</script>") == page.count("<script")  # only the report's own script elements
+    # Chart JSON decodes back to the original deployment name.
+    spec_text = re.search(r'id="spec-acceptance">(.*?)</script>', page, re.S).group(1)  # type: ignore[union-attr]
+    for char in "<>&\u2028\u2029":
+        assert char not in spec_text
+    spec = json.loads(spec_text)
+    assert HOSTILE_DEPLOYMENT in json.dumps(spec, ensure_ascii=False)
+
+
+def test_report_tables(filled: Path, page: str) -> None:
+    con = connect(filled, read_only=True)
+    context, _charts = report_pkg.build(con)
+    assert [f["finding_id"] for f in context["findings"]] == [1]
+    assert [(r["reason"], r["lines"]) for r in context["rejects"]] == [
+        ("invalid_json", 1),
+        ("missing_field", 1),
+    ]
+    [run] = context["replays"]
+    assert [t["accepted"] for t in run["tokens"]] == [True, True, False, False]
+    assert run["prompt"] == HOSTILE_PROMPT
+    assert {r["deployment"] for r in context["recommendations"]} == {"chat-a", HOSTILE_DEPLOYMENT}
+    assert page.count('class="tok"') == 4 + 2  # four replayed tokens and the two legend swatches
+    assert "invalid_json" in page and "logs/a.jsonl:7" in page
+    assert "#1 acceptance_regression" in page  # the finding's marker on the acceptance chart
+
+
+def test_empty_store_gives_a_report_that_says_so(db: Path, tmp_path: Path) -> None:
+    con = connect(db)
+    out = tmp_path / "empty.html"
+    report_pkg.write_report(con, out)
+    page = out.read_text(encoding="utf-8")
+    assert "No findings in the store" in page
+    assert "No data for: Acceptance over time" in page
+    assert 'id="spec-' not in page
+
+
+def test_report_command(run, filled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cmd.html"
+    result = run("report", "--db", filled, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"written": [str(out)]}
+    assert out.read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_report_command_errors_are_one_line(run, tmp_path: Path) -> None:
+    missing = run("report", "--db", tmp_path / "none.duckdb", "--out", tmp_path / "r.html")
+    assert missing.exit_code == 4 and missing.stderr.startswith("error: no database")
+    con = connect(tmp_path / "s.duckdb")
+    con.close()
+    bad_out = run("report", "--db", tmp_path / "s.duckdb", "--out", tmp_path / "nodir" / "r.html")
+    assert bad_out.exit_code == 3 and "does not exist" in bad_out.stderr
+    assert "Traceback" not in bad_out.stderr
