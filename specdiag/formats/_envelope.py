@@ -123,7 +123,7 @@ class Clock:
                 if (month, day) > (anchor.month, anchor.day):
                     self.year -= 1
                 source = "the file's modification time" if self.ctx.mtime else "today's date"
-                notes.append(f"{self.ctx.path}: timestamps have no year; took {self.year} from {source}")
+                notes.append(f"timestamps have no year; took {self.year} from {source}")
         elif self.last_month is not None and month < self.last_month - 6:
             self.year += 1
         self.last_month = month

@@ -81,7 +81,7 @@ def _windows(
         try:
             row = _window(item, ctx, clock, line)
         except Bad as bad:
-            out.notes.append(f"{ctx.path}: iteration {index} skipped ({bad.reason}: {bad})")
+            out.notes.append(f"iteration {index} skipped ({bad.reason}: {bad})")
             continue
         if row is not None:
             rows.append(row)
