@@ -81,28 +81,80 @@ def begin_file(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create or replace temp table _touched (request_id varchar)")
 
 
+def _stored(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``keys`` (one column, request_id) whose id is already in ``table`` (requests or steps).
+
+    A hash semi-join: DuckDB builds on the block's few thousand ids and scans the stored id column once.
+    """
+    con.register("_keys", keys.to_arrow())
+    try:
+        # table is one of two fixed names, never user input
+        found = con.sql(
+            f"select distinct k.request_id from _keys k semi join {table} t using (request_id)"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_keys")
+    return pl.DataFrame(pl.from_arrow(found)).cast({"request_id": pl.String})
+
+
+def _totals(steps: pl.DataFrame) -> pl.DataFrame:
+    """Request totals over steps: verify_steps counts steps with drafted > 0 (tau = 0 traffic drafts nothing)."""
+    return steps.group_by("request_id").agg(
+        (pl.col("drafted") > 0).sum().cast(pl.Int64).alias("verify_steps"),
+        pl.col("drafted").sum().cast(pl.Int64).alias("drafted"),
+        pl.col("accepted").sum().cast(pl.Int64).alias("accepted"),
+        pl.when(pl.col("draft_ms").is_not_null().any()).then(pl.col("draft_ms").sum()).alias("draft_ms"),
+        pl.when(pl.col("verify_ms").is_not_null().any()).then(pl.col("verify_ms").sum()).alias("verify_ms"),
+    )
+
+
 def write_trace_rows(
     con: duckdb.DuckDBPyConnection, requests: pl.DataFrame, steps: pl.DataFrame, file_id: str, source: str
 ) -> Written:
-    """Insert one block's rows (sorted by line), skipping what is already stored; count duplicates per line."""
+    """Insert one block's rows (sorted by line), skipping what is already stored; count duplicates per line.
+
+    First write wins: a request id already stored, or seen earlier in the block, makes its line a duplicate (its
+    nested steps go with it); a flat step whose (request_id, step) is already stored or earlier is a duplicate.
+    """
     w = Written()
-    con.register("_in_requests", requests.to_arrow())
-    con.register("_in_steps", steps.to_arrow())
-    try:
-        # requests: first occurrence in the block, and only ids not already stored (first write wins)
-        con.execute(
-            """
-            create or replace temp table _new_requests as
-            select * from (
-                select * from _in_requests qualify row_number() over (partition by request_id order by line) = 1
-            ) n
-            where not exists (select 1 from requests r where r.request_id = n.request_id)
-            """
+    first = requests.filter(pl.col("request_id").is_first_distinct())
+    known = _stored(con, "requests", first.select("request_id"))
+    new_requests = first.join(known, on="request_id", how="anti")
+    # nested steps of the requests stored now (matched by line: a repeated id on a later line is a duplicate)
+    nested = steps.filter(~pl.col("flat")).join(
+        new_requests.select("request_id", "line"), on=["request_id", "line"], how="semi"
+    )
+    candidates = pl.concat([nested, steps.filter("flat")])
+    if candidates.select(pl.struct("request_id", "step").is_duplicated().any()).item():
+        candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
+    # ids with steps already stored (flat lines of an earlier file): keep only their new steps, recompute totals
+    with_steps = _stored(con, "steps", candidates.select("request_id").unique())
+    if len(with_steps):
+        con.register(
+            "_cand",
+            candidates.join(with_steps, on="request_id", how="semi").select("request_id", "step").to_arrow(),
         )
-        columns = ", ".join(_REQUEST_COLUMNS)
+        try:
+            taken = con.sql(
+                "select c.request_id, c.step from _cand c semi join steps t using (request_id, step)"
+            ).to_arrow_table()
+        finally:
+            con.unregister("_cand")
+        taken_df = pl.DataFrame(pl.from_arrow(taken)).cast({"request_id": pl.String, "step": pl.Int64})
+        candidates = candidates.join(taken_df, on=["request_id", "step"], how="anti")
+    # totals of new requests from their nested steps; ids that also have other steps are recomputed at file end
+    touched = pl.concat(
+        [candidates.filter("flat").select("request_id"), with_steps.select("request_id")]
+    ).unique()
+    totals = _totals(nested.join(touched, on="request_id", how="anti"))
+    new_requests = new_requests.update(totals, on="request_id", how="left")
+    con.register("_new_requests", new_requests.to_arrow())
+    con.register("_new_steps", candidates.to_arrow())
+    con.register("_touched_now", touched.to_arrow())
+    try:
         con.execute(
             f"""
-            insert into requests ({columns})
+            insert into requests ({", ".join(_REQUEST_COLUMNS)})
             select request_id, $source, make_timestamp(ts_us), deployment, target_model, draft_model, tau,
                    coalesce(temperature, 0.0), coalesce(top_p, 1.0), task, acceptance, prompt, output,
                    prompt_hash, output_hash, prompt_chars, output_chars, prompt_tokens, output_tokens,
@@ -111,20 +163,6 @@ def write_trace_rows(
             from _new_requests
             """,
             {"source": source, "file_id": file_id},
-        )
-        w.requests = _count(con, "_new_requests")
-        # steps: flat ones, and nested ones of the requests stored just now; first per (request_id, step)
-        con.execute(
-            """
-            create or replace temp table _new_steps as
-            select * from (
-                select s.* from _in_steps s
-                where s.flat
-                   or exists (select 1 from _new_requests n where n.request_id = s.request_id and n.line = s.line)
-                qualify row_number() over (partition by s.request_id, s.step order by s.line) = 1
-            ) s
-            where not exists (select 1 from steps t where t.request_id = s.request_id and t.step = s.step)
-            """
         )
         con.execute(
             f"""
@@ -135,15 +173,15 @@ def write_trace_rows(
             from _new_steps
             """
         )
-        w.steps = _count(con, "_new_steps")
-        con.execute("insert into _touched select distinct request_id from _new_steps")
-        flat_stored = _scalar(con, "select count(*) from _new_steps where flat")
+        con.execute("insert into _touched select request_id from _touched_now")
     finally:
-        con.unregister("_in_requests")
-        con.unregister("_in_steps")
-    flat_lines = int(steps["flat"].sum()) if len(steps) else 0
-    w.stored_lines = w.requests + int(flat_stored)
-    w.duplicates = (len(requests) - w.requests) + (flat_lines - int(flat_stored))
+        for name in ("_new_requests", "_new_steps", "_touched_now"):
+            con.unregister(name)
+    flat_lines = int(steps["flat"].sum())
+    flat_stored = int(candidates["flat"].sum())
+    w.requests, w.steps = len(new_requests), len(candidates)
+    w.stored_lines = w.requests + flat_stored
+    w.duplicates = (len(requests) - w.requests) + (flat_lines - flat_stored)
     return w
 
 
@@ -172,7 +210,7 @@ def update_totals(con: duckdb.DuckDBPyConnection) -> None:
                    sum(s.drafted) as drafted, sum(s.accepted) as accepted,
                    sum(s.draft_ms) as draft_ms, sum(s.verify_ms) as verify_ms
             from steps s
-            where s.request_id in (select request_id from _touched)
+            where s.request_id in (select distinct request_id from _touched)
             group by s.request_id
         ) a
         where r.request_id = a.request_id

@@ -341,7 +341,9 @@ def parse_block(block: Block) -> BlockRows:
             records.append((line, result))
     if records:
         parts.append(_from_records(records))
-    if parts:
+    if len(parts) == 1:  # the whole block took the fast path: rows are in line order already
+        requests, steps = parts[0]
+    elif parts:
         requests = pl.concat([p[0] for p in parts]).sort("line")
         steps = pl.concat([p[1] for p in parts]).sort("line", "step")
     else:

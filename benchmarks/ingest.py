@@ -1,0 +1,146 @@
+"""Benchmark `specdiag ingest` against polars alone, and its peak memory on a 5x larger file.
+
+    .venv/bin/python benchmarks/ingest.py [--steps 1000000] [--big-factor 5] [--dup-store-steps 0]
+
+1. Writes a trace file of ``--steps`` verify steps (requests of 40-160 nested steps with prompt and output text,
+   every tenth request as flat step lines) with a seeded numpy generator.
+2. Times the whole `specdiag ingest` process into a fresh database, and the whole process of polars alone reading
+   the same file into Parquet (``pl.read_ndjson(...).write_parquet(...)``), in the same run; reports the ratio.
+3. Writes a file ``--big-factor`` times larger and reports the peak RSS of the ingest process (target <= 2 GB).
+4. With ``--dup-store-steps N``: ingests a second, new file into a store already holding N steps, to measure
+   the anti-join dedupe against a large store.
+
+Each measured process runs under a small wrapper whose only child it is, so ``RUSAGE_CHILDREN`` gives that
+process's own peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+WORDS = "the a speculative draft token verify accept reject model batch cache latency of to and in".split()
+
+_WRAP = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "dt = time.perf_counter() - t\n"
+    "print(rc, dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def generate(path: Path, n_steps: int, seed: int, id_prefix: str = "r") -> tuple[int, int]:
+    """A realistic trace file of about ``n_steps`` steps; returns (requests, steps)."""
+    rng = np.random.default_rng(seed)
+    t0 = 1_760_000_000.0
+    steps_done = requests = 0
+    words = np.array(WORDS)
+    with open(path, "w", encoding="utf-8") as f:
+        while steps_done < n_steps:
+            n = int(rng.integers(40, 161))
+            tau = int(rng.choice([2, 3, 4, 5]))
+            alpha = float(rng.uniform(0.5, 0.9))
+            # accepted prefix length of each step: truncated geometric with per-token acceptance alpha
+            accepted = np.minimum(rng.geometric(1 - alpha, n) - 1, tau)
+            draft_ms = np.round(rng.gamma(4.0, 0.6, n), 3)
+            verify_ms = np.round(rng.gamma(9.0, 2.5, n), 3)
+            rid = f"{id_prefix}{requests:09d}"
+            ts = t0 + requests * 0.37
+            prompt = " ".join(words[rng.integers(0, len(words), int(rng.integers(20, 200)))])
+            output = " ".join(words[rng.integers(0, len(words), int(accepted.sum() + n))])
+            head = (
+                f'"request_id":"{rid}","ts":"{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))}.{int(ts % 1 * 1000):03d}Z",'
+                f'"deployment":"chat-{requests % 3}","target_model":"llama-70b@v3","draft_model":"llama-1b@v2",'
+                f'"tau":{tau},"temperature":0.7,"top_p":0.95,"task":"{["chat", "code", "summarize"][requests % 3]}",'
+                f'"prompt":{json.dumps(prompt)},"output":{json.dumps(output)},"prompt_tokens":{len(prompt) // 4},'
+                f'"output_tokens":{int(accepted.sum() + n)},"latency_ms":{float(verify_ms.sum() + draft_ms.sum()):.3f},'
+                f'"batch_size":{int(rng.integers(1, 65))}'
+            )
+            step_objs = [
+                f'"step":{i},"drafted":{tau},"accepted":{int(a)},"draft_ms":{d},"verify_ms":{v}'
+                for i, (a, d, v) in enumerate(zip(accepted.tolist(), draft_ms.tolist(), verify_ms.tolist()))
+            ]
+            if requests % 10 == 9:  # flat step lines
+                f.write("{" + head + "}\n")
+                f.writelines(f'{{"event":"step","request_id":"{rid}",{s}}}\n' for s in step_objs)
+            else:
+                f.write("{" + head + ',"steps":[' + ",".join("{" + s + "}" for s in step_objs) + "]}\n")
+            steps_done += n
+            requests += 1
+    return requests, steps_done
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of ``cmd`` as its own process."""
+    out = subprocess.run([PY, "-c", _WRAP, *cmd], capture_output=True, text=True, check=True).stdout.split()
+    rc, seconds, rss_kb = int(out[0]), float(out[1]), int(out[2])
+    if rc != 0:
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}")
+    return seconds, rss_kb / 1024
+
+
+def ingest_cmd(path: Path, db: Path) -> list[str]:
+    return [PY, "-m", "specdiag", "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--big-factor", type=int, default=5)
+    ap.add_argument("--dup-store-steps", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        trace = d / "trace.jsonl"
+        reqs, steps = generate(trace, args.steps, args.seed)
+        mb = trace.stat().st_size / 2**20
+        print(f"file: {reqs:,} requests, {steps:,} steps, {mb:.0f} MB")
+        polars_cmd = [
+            PY,
+            "-c",
+            f"import polars as pl; pl.read_ndjson({str(trace)!r}).write_parquet({str(d / 'p.parquet')!r})",
+        ]
+        t_polars, rss_polars = measure(polars_cmd)
+        t_ingest, rss_ingest = measure(ingest_cmd(trace, d / "a.duckdb"))
+        print(f"polars read_ndjson -> parquet: {t_polars:.2f} s, peak RSS {rss_polars:.0f} MB")
+        print(f"specdiag ingest:               {t_ingest:.2f} s, peak RSS {rss_ingest:.0f} MB")
+        print(f"ratio ingest / polars: {t_ingest / t_polars:.2f}x (target <= 1.5x)")
+        if args.big_factor > 0:
+            big = d / "big.jsonl"
+            breqs, bsteps = generate(big, args.steps * args.big_factor, args.seed + 1, id_prefix="b")
+            trace.unlink()
+            bmb = big.stat().st_size / 2**20
+            t_big, rss_big = measure(ingest_cmd(big, d / "b.duckdb"))
+            print(f"big file: {breqs:,} requests, {bsteps:,} steps, {bmb:.0f} MB")
+            print(f"specdiag ingest big: {t_big:.2f} s, peak RSS {rss_big:.0f} MB (target <= 2048 MB)")
+            big.unlink()
+        if args.dup_store_steps > 0:
+            store = d / "s.duckdb"
+            base = d / "base.jsonl"
+            generate(base, args.dup_store_steps, args.seed + 2, id_prefix="s")
+            measure(ingest_cmd(base, store))
+            base.unlink()
+            new = d / "new.jsonl"
+            generate(new, args.steps, args.seed + 3, id_prefix="n")
+            t_new, _ = measure(ingest_cmd(new, store))
+            t_fresh, _ = measure(ingest_cmd(new, d / "fresh.duckdb"))
+            print(
+                f"{args.steps:,} new steps into a store of {args.dup_store_steps:,} steps: {t_new:.2f} s "
+                f"(into an empty store: {t_fresh:.2f} s)"
+            )
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+
+
+if __name__ == "__main__":
+    main()
