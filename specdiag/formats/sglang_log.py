@@ -87,8 +87,8 @@ def _window(text: str, ctx: ParseContext, clock: Clock, line: int) -> dict[str, 
             return None
         raise ValueError("`Decode batch` not at the start of the message")
     values = {name: value for name, value in fields(body["fields"])} if body["fields"].strip() else {}
-    if "accept len" not in values:
-        return None  # a server without speculative decoding
+    if "accept len" not in values or values["accept len"] in ("0", "0.0", "0.00"):
+        return None  # a server without speculative decoding (some releases print `accept len: 0.00`)
     row: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in values.items():
