@@ -35,6 +35,7 @@ def fleet(
     batch: tuple[int, int] = (1, 16),
     temperatures: tuple[float, ...] = (0.0, 0.7),
     overrides: dict[str, Any] | None = None,
+    with_steps: bool = False,
     seed: int = 0,
 ) -> None:
     """Write a synthetic fleet's requests (with per-request totals) into the store at ``path``.
@@ -43,10 +44,10 @@ def fleet(
     the prefix of tau Bernoulli(alpha_i) draws. Steps cost tau * draft_ms + floor_ms + compute_ms * (tau + 1) * B.
     ``drop``: {"deployment", "task" (or None), "hour", "delta", "draft_model"}: from that hour acceptance falls by
     delta (and a new draft_model is used). ``overrides``: {"deployment", "hour", column: value}: set columns from
-    that hour on.
+    that hour on. ``with_steps`` also stores each speculative request's steps (what recommend's estimators read).
     """
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, step_rows = [], []
     for dep in deployments:
         n = requests
         ts = np.sort(rng.uniform(0, hours * 3600, n))
@@ -67,6 +68,24 @@ def fleet(
         a_step = np.repeat(a, steps)[:, None]
         prefix = np.cumprod(rng.random((int(steps.sum()), max(tau, 1))) < a_step, axis=1).sum(axis=1)
         accepted = np.add.reduceat(prefix, np.concatenate([[0], np.cumsum(steps)[:-1]])) * (taus > 0)
+        if with_steps:
+            rid = np.repeat([f"{dep}-{i}" for i in range(n)], steps)
+            spec = np.repeat(taus > 0, steps)
+            b_step = np.repeat(bsz, steps)
+            step_rows.append(
+                pl.DataFrame(
+                    {
+                        "request_id": rid[spec],
+                        "step": np.concatenate([np.arange(k) for k in steps])[spec],
+                        "drafted": np.full(int(spec.sum()), tau),
+                        "accepted": prefix[spec],
+                        "draft_ms": np.full(int(spec.sum()), tau * draft_ms),
+                        "verify_ms": (floor_ms + compute_ms * (tau + 1) * b_step[spec])
+                        * rng.uniform(0.95, 1.05, int(spec.sum())),
+                        "batch_size": b_step[spec],
+                    }
+                )
+            )
         drafted = taus * steps
         out_tokens = np.where(control, steps, accepted + steps)
         verify_per_step = floor_ms + compute_ms * (taus + 1) * bsz
@@ -112,6 +131,9 @@ def fleet(
     con = connect(path)
     all_rows = pl.concat(rows, how="vertical_relaxed")  # noqa: F841 (scanned by DuckDB below)
     con.execute("insert into requests by name select * from all_rows")
+    if step_rows:
+        all_steps = pl.concat(step_rows)  # noqa: F841 (scanned by DuckDB below)
+        con.execute("insert into steps by name select * from all_steps")
     con.close()
 
 
@@ -251,12 +273,22 @@ def test_healthy_costs_raise_no_cost_findings(db: Path) -> None:
 
 
 def test_large_batch_makes_verification_compute_bound(db: Path) -> None:
-    fleet(db, deployments=("big",), batch=(64, 256), compute_ms=0.05, control_share=0.2, tau=6)
+    fleet(
+        db,
+        deployments=("big",),
+        batch=(64, 256),
+        compute_ms=0.05,
+        control_share=0.2,
+        tau=6,
+        requests=1500,
+        with_steps=True,
+    )
     found = run_diagnose(db)
     vb = [f for f in found if f.kind == "verify_bound"]
     assert (
         len(vb) == 1 and vb[0].evidence["compute_share_by_batch_bucket"][vb[0].segment["batch_bucket"]] > 0.5
     )
+    assert vb[0].evidence["cost_model"]["compute_ms"] == pytest.approx(0.05, rel=0.1)
     assert "tau_too_high" in kinds(found)
 
 
@@ -265,6 +297,22 @@ def test_high_acceptance_cheap_draft_wants_a_larger_tau(db: Path) -> None:
     found = run_diagnose(db)
     low = [f for f in found if f.kind == "tau_too_low"]
     assert len(low) == 1 and low[0].evidence["recommended_tau"] > 1
+    assert low[0].evidence["basis"].startswith("analytic")  # requests without steps: diagnose's own model
+
+
+def test_tau_findings_use_recommend_when_steps_are_stored(db: Path) -> None:
+    fleet(
+        db,
+        deployments=("eager",),
+        alpha=0.9,
+        tau=1,
+        draft_ms=0.2,
+        compute_ms=0.0,
+        requests=1500,
+        with_steps=True,
+    )
+    (low,) = [f for f in run_diagnose(db) if f.kind == "tau_too_low"]
+    assert low.evidence["basis"] == "recommend" and low.evidence["ci"][0] > low.evidence["current_speedup"]
 
 
 def test_saved_findings_are_numbered_and_replaced(db: Path) -> None:

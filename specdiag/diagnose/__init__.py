@@ -12,15 +12,18 @@ from datetime import datetime
 
 import duckdb
 
+from specdiag.costs import all_cost_fits
 from specdiag.diagnose import bottleneck, changepoint, data, fast_but_wrong, regression, tau
 from specdiag.diagnose.costs import summarise
 from specdiag.diagnose.flag import flag
 from specdiag.errors import UsageError
 from specdiag.findings import SEVERITIES, Finding
 from specdiag.output import dumps
+from specdiag.recommend import recommend_from_store
 from specdiag.store import transaction
 
 Window = tuple[datetime, datetime]
+N_BOOT = 100  # request bootstrap resamples behind each tau recommendation's interval
 
 __all__ = ["diagnose", "flag", "load_findings", "save_findings"]
 
@@ -47,11 +50,11 @@ def diagnose(
         changepoint.adjust(tests)
         found += regression.findings(tests, cfg, searched=baseline is None)
         found += fast_but_wrong.findings(tests, segs, cfg)
-    summaries = summarise(costs) if not costs.is_empty() else []
+    summaries = summarise(costs, all_cost_fits(con)) if not costs.is_empty() else []
     found += bottleneck.harmful(costs, summaries) if not costs.is_empty() else []
     found += bottleneck.verify_bound(costs, summaries) if not costs.is_empty() else []
     found += bottleneck.draft_bottleneck(summaries)
-    found += tau.findings(summaries)
+    found += tau.findings(summaries, recommend_from_store(con, n_boot=N_BOOT) if summaries else [])
     return sorted(found, key=_rank)
 
 

@@ -1,5 +1,10 @@
-"""Per-deployment cost and acceptance summaries from queries/diagnose_costs.sql, shared by the bottleneck and tau
-findings."""
+"""Per-deployment cost and acceptance summaries, shared by the bottleneck and tau findings.
+
+The cost model is recommend's (``specdiag.costs.all_cost_fits``: replay's measured profile, else a least-squares fit
+over timed steps). Stores without step rows (engine per-request records, or traces logged without steps) fall back to
+the same t_verify = floor + compute * n * B fitted over requests in queries/diagnose_costs.sql (mean verify ms per
+step of each request against its n x B).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from specdiag import stats
+from specdiag.costs import CostFit
 from specdiag.diagnose.changepoint import METRICS
 from specdiag.speedup import CostModel, alpha_from_mal
 from specdiag.stats import Ratio
@@ -23,6 +29,9 @@ class DeploymentCosts:
     alpha: float  # i.i.d. per-token acceptance solving Leviathan Eq. (1) for that MAL
     cost: CostModel | None  # fitted t_verify(n, B) = floor + compute * n * B and the draft's ms per token
     compute_z: float  # fitted compute slope / its standard error
+    cost_source: (
+        str  # 'profile' or 'fitted' (recommend's, over steps), 'fitted-requests' (diagnose's fallback)
+    )
     batch_size: float  # mean batch size of speculative requests
     draft_share: float  # draft ms / (draft ms + verify ms) of speculative steps
     n: int  # speculative requests
@@ -33,7 +42,16 @@ def ratio(rows: pl.DataFrame, metric: str) -> Ratio:
     return stats.ratio_from_sums(*vals)
 
 
-def summarise(costs: pl.DataFrame) -> list[DeploymentCosts]:
+def _slope_z(fit: CostFit) -> float:
+    """t statistic of the compute slope from the fit's r^2 over n points: t = sqrt(r^2 (n - 2) / (1 - r^2))."""
+    r2 = fit.r2
+    if not fit.identified or r2 is None or fit.model.compute_ms <= 0 or fit.n_steps < 3:
+        return float("nan")
+    return math.sqrt(r2 * (fit.n_steps - 2) / max(1.0 - r2, 1e-12))
+
+
+def summarise(costs: pl.DataFrame, fits: dict[str, CostFit] | None = None) -> list[DeploymentCosts]:
+    """One summary per deployment with speculative traffic; ``fits`` (recommend's cost fits) take precedence."""
     out = []
     for key, rows in costs.group_by("deployment", maintain_order=True):
         spec = rows.filter(pl.col("tau") > 0)
@@ -52,6 +70,10 @@ def summarise(costs: pl.DataFrame) -> list[DeploymentCosts]:
             )
         se = first["fit_compute_se"]
         compute_z = float(compute) / float(se) if cost is not None and se else float("nan")
+        source = "fitted-requests"
+        fit = (fits or {}).get(str(key[0]))
+        if fit is not None:
+            cost, compute_z, source = fit.model, _slope_z(fit), fit.source
         draft_ms = float(spec["draft_ms"].fill_null(0).sum())
         verify_ms = float(spec["verify_ms"].fill_null(0).sum())
         weights = spec["n"].cast(pl.Float64)
@@ -65,6 +87,7 @@ def summarise(costs: pl.DataFrame) -> list[DeploymentCosts]:
                 alpha=alpha_from_mal(mal, tau),
                 cost=cost,
                 compute_z=compute_z,
+                cost_source=source,
                 batch_size=batch,
                 draft_share=draft_ms / (draft_ms + verify_ms) if draft_ms + verify_ms > 0 else float("nan"),
                 n=int(spec["n"].sum()),

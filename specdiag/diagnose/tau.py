@@ -1,13 +1,15 @@
 """tau_too_high / tau_too_low: the speedup-maximising tau beats the current one by at least MIN_GAIN.
 
-Speedup at tau under the fitted cost model (specdiag.speedup: tokens per step from Leviathan Eq. 1 with the i.i.d.
-alpha that reproduces the observed mean acceptance length, over t(tau) = tau * t_draft + t_verify(tau + 1, B)) at the
-deployment's mean batch size.
+The recommendation is recommend's (``specdiag.recommend.recommend_from_store``: censored per-position acceptance,
+fitted costs, request bootstrap), and a finding also needs its bootstrap interval's lower end above the current
+speedup. For deployments recommend cannot estimate (no step rows), the speedup curve comes from specdiag.speedup with
+the i.i.d. alpha that reproduces the observed mean acceptance length (Leviathan Eq. 1) and diagnose's fallback costs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from specdiag.diagnose.costs import DeploymentCosts
 from specdiag.findings import Finding
@@ -16,36 +18,61 @@ from specdiag.speedup import best_tau, speedup_curve
 MIN_GAIN = 0.10
 
 
-def findings(summaries: list[DeploymentCosts]) -> list[Finding]:
-    out = []
+def _from_summary(d: DeploymentCosts) -> dict[str, Any] | None:
+    """A recommendation in recommend's shape from the analytic model (no interval)."""
+    if d.cost is None or not math.isfinite(d.alpha) or d.tau > 16:
+        return None
+    curve = speedup_curve(d.alpha, d.cost, d.batch_size)
+    best = best_tau(curve)
+    current, expected = curve[d.tau]["speedup"], curve[best]["speedup"]
+    return {
+        "deployment": d.deployment,
+        "current_tau": d.tau,
+        "recommended_tau": best,
+        "current_speedup": current,
+        "expected_speedup": expected,
+        "gain": expected / current - 1.0 if current > 0 else float("nan"),
+        "ci": None,
+        "alpha": d.alpha,
+        "cost_ratio": d.cost.cost_ratio(d.batch_size),
+        "batch_size": d.batch_size,
+        "costs": {**d.cost.to_dict(), "source": d.cost_source},
+        "basis": "analytic (i.i.d. alpha from mean acceptance length)",
+    }
+
+
+def findings(summaries: list[DeploymentCosts], recommendations: list[dict[str, Any]]) -> list[Finding]:
+    recs = {r["deployment"]: {**r, "basis": "recommend"} for r in recommendations if not r.get("segment")}
     for d in summaries:
-        if d.cost is None or not math.isfinite(d.alpha):
+        if d.deployment not in recs and (fallback := _from_summary(d)) is not None:
+            recs[d.deployment] = fallback
+    out = []
+    for dep, r in sorted(recs.items()):
+        current, best = r["current_tau"], r["recommended_tau"]
+        gain = r["gain"]
+        confident = r["ci"] is None or r["ci"][0] > r["current_speedup"]
+        if current is None or best == current or not (gain >= MIN_GAIN) or not confident:
             continue
-        curve = speedup_curve(d.alpha, d.cost, d.batch_size)
-        best = best_tau(curve)
-        current, recommended = (
-            curve[d.tau]["speedup"] if d.tau < len(curve) else float("nan"),
-            curve[best]["speedup"],
-        )
-        gain = recommended / current - 1.0 if current > 0 else float("nan")
-        if best == d.tau or not (gain >= MIN_GAIN):
-            continue
-        kind = "tau_too_high" if best < d.tau else "tau_too_low"
+        kind = "tau_too_high" if best < current else "tau_too_low"
         summary = (
-            f"{d.deployment}: tau {best} instead of {d.tau} would give {recommended:.2f}x instead of {current:.2f}x "
-            f"(alpha {d.alpha:.2f}, batch {d.batch_size:.0f})."
+            f"{dep}: tau {best} instead of {current} would give {r['expected_speedup']:.2f}x instead of "
+            f"{r['current_speedup']:.2f}x (alpha {r['alpha']:.2f}, batch {r['batch_size']:.0f})."
         )
         evidence = {
-            "current_tau": d.tau,
-            "recommended_tau": best,
-            "current_speedup": current,
-            "expected_speedup": recommended,
-            "gain": gain,
-            "alpha": d.alpha,
-            "cost_ratio": d.cost.cost_ratio(d.batch_size),
-            "batch_size": d.batch_size,
-            "cost_model": d.cost.to_dict(),
-            "curve": curve,
+            k: r.get(k)
+            for k in (
+                "current_tau",
+                "recommended_tau",
+                "current_speedup",
+                "expected_speedup",
+                "gain",
+                "ci",
+                "alpha",
+                "cost_ratio",
+                "batch_size",
+                "costs",
+                "basis",
+            )
         }
-        out.append(Finding(kind, d.deployment, {}, "high" if gain >= 0.25 else "medium", summary, evidence))
+        out.append(Finding(kind, dep, {}, "high" if gain >= 0.25 else "medium", summary, evidence))
     return out
