@@ -112,3 +112,16 @@ def test_explicit_format_matches_auto(run, db: Path, tmp_path: Path, name: str) 
     assert result.exit_code == 0, result.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select format from ingest_ledger").fetchall() == [(FORMATS[name],)]
+
+
+@pytest.mark.parametrize("fmt", ["vllm", "sglang", "prometheus"])
+def test_simulated_engine_output_ingests_without_rejects(fmt: str, tmp_path: Path) -> None:
+    from specdiag.ingest import ingest_paths
+    from specdiag.simulate import simulate
+
+    out = tmp_path / f"sim-{fmt}.txt"
+    simulate(out, requests=300, days=0.02, seed=3, fmt=fmt)
+    stats = ingest_paths([str(out)], db=str(tmp_path / "sim.duckdb"), progress=False)
+    assert stats.rejected == 0
+    assert stats.windows > 0
+    assert stats.lines == stats.stored_lines + stats.blank + stats.other_lines + stats.duplicates

@@ -55,3 +55,17 @@ def test_request_log_field_names_by_version() -> None:
     # only averages printed: counts stay null, the average is kept in extra
     assert (r3["verify_steps"], r3["drafted"], r3["accepted"]) == (2, None, None)
     assert json.loads(r3["extra"]) == {"spec_accept_length": 2.5}
+
+
+def test_servers_without_speculation_print_no_windows() -> None:
+    from tests.formats_helpers import lines_of
+
+    text = (
+        b"[2026-07-20 10:11:12 TP0] Decode batch, #running-req: 3, #token: 10, token usage: 0.00, "
+        b"accept len: 0.00, cuda graph: True, gen throughput (token/s): 12.00, #queue-req: 0\n"
+        b"[2026-07-20 10:11:13 TP0] Decode batch, #running-req: 3, accept len: 0.50, #queue-req: 0\n"
+    )
+    lines = lines_of(text)
+    parsed = sglang_log.parse(lines, ctx("x.log"))
+    assert accounted(parsed, lines) and parsed.other_lines == 1 and not parsed.windows
+    assert "< 1" in parsed.rejects[0].detail  # accept len counts the bonus token, so it is at least 1

@@ -127,3 +127,20 @@ def test_metrics_line_without_envelope_or_with_accepted_over_drafted_is_rejected
     parsed = vllm_log.parse(lines_of(data), ParseContext(path="x.log", year=2025))
     assert [r.reason for r in parsed.rejects] == ["unparsable_metrics"] * 3 + ["invalid_utf8"]
     assert "Accepted 11 > Drafted 10" in parsed.rejects[1].detail
+
+
+def test_v0_stage_times_without_counters_are_kept_as_timing_windows() -> None:
+    text = (
+        "INFO 03-10 08:15:03 [spec_decode_worker.py:1100] SpecDecodeWorker stage times: "
+        "average_time_per_proposal_tok_ms=2.00 scoring_time_ms=20.00 verification_time_ms=1.00\n"
+        "INFO 03-10 08:15:04 [spec_decode_worker.py:1100] SpecDecodeWorker stage times: "
+        "average_time_per_proposal_tok_ms=4.00 scoring_time_ms=30.00 verification_time_ms=2.00\n"
+        "INFO 03-10 08:15:05 [spec_decode_worker.py:1100] SpecDecodeWorker stage times: bogus=1\n"
+    )
+    lines = _line(text)
+    parsed = vllm_log.parse(lines, ParseContext(path="x.log", year=2025))
+    assert accounted(parsed, lines) and [r.line for r in parsed.rejects] == [3]
+    (timing,) = parsed.windows
+    # means of the two lines: (2 + 4) / 2 ms per draft token, (20 + 30) / 2 ms scoring, (1 + 2) / 2 ms verification
+    assert (timing["draft_ms_per_token"], timing["scoring_ms"], timing["verification_ms"]) == (3.0, 25.0, 1.5)
+    assert (timing["verify_steps"], timing["drafted"], timing["accepted"]) == (None, None, None)
