@@ -144,3 +144,17 @@ def test_v0_stage_times_without_counters_are_kept_as_timing_windows() -> None:
     # means of the two lines: (2 + 4) / 2 ms per draft token, (20 + 30) / 2 ms scoring, (1 + 2) / 2 ms verification
     assert (timing["draft_ms_per_token"], timing["scoring_ms"], timing["verification_ms"]) == (3.0, 25.0, 1.5)
     assert (timing["verify_steps"], timing["drafted"], timing["accepted"]) == (None, None, None)
+
+
+def test_companion_line_of_a_rejected_metrics_line_is_still_accounted() -> None:
+    text = (
+        "INFO 01-01 00:00:00 [loggers.py:1] Engine 000: Avg prompt throughput: 1.0 tokens/s, "
+        "Avg generation throughput: 2.0 tokens/s, Running: 1 reqs\n"
+        "INFO 01-01 00:00:00 [metrics.py:96] SpecDecoding metrics: Accepted: x tokens, Drafted: 1 tokens\n"
+        "INFO 01-01 00:00:01 [logger.py:39] Received request cmpl-1: prompt: 'SpecDecoding metrics: Accepted: 1'\n"
+    )
+    lines = _line(text)
+    parsed = vllm_log.parse(lines, ParseContext(path="x.log", year=2025))
+    assert accounted(parsed, lines)
+    # the companion line and the echoed prompt are other lines; only the broken metrics line is rejected
+    assert ([r.line for r in parsed.rejects], parsed.other_lines) == ([2], 2)

@@ -103,8 +103,11 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
                 out.other_lines += 1  # an interval without a SpecDecoding line
             pending[key] = stats
             continue
+        if envelope is not None and not envelope["message"].startswith(marker):
+            out.other_lines += 1  # the words inside another message (an echoed prompt, say)
+            continue
         try:
-            if envelope is None or not envelope["message"].startswith(marker):
+            if envelope is None:
                 raise UnparsableError(f"expected `<LEVEL> MM-DD HH:MM:SS [file:line] {marker}`")
             ts = clock.without_year(
                 int(envelope["month"]), int(envelope["day"]), envelope["time"], envelope["frac"], out.notes
@@ -112,8 +115,13 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
             body = envelope["message"][len(marker) :]
             process = envelope["prefix"].strip()
             if marker == V1_MARKER:
-                row = _v1_window(body, ctx, ts, line.number, process, pending.pop(process, None))
-                out.used_lines += 1 + (row.pop("_stats_used"))
+                stats = pending.pop(process, None)
+                try:
+                    row = _v1_window(body, ctx, ts, line.number, process, stats)
+                except ValueError:
+                    out.other_lines += 1 if stats else 0  # its companion line stays accounted for
+                    raise
+                out.used_lines += 1 + (1 if stats else 0)
                 out.windows.append(window(**row))
             elif marker == V0_MARKER:
                 row = _v0_sample(body, ctx, ts, line.number, process)
@@ -123,7 +131,8 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
                 v0_samples.setdefault(process, []).append(row)
                 out.used_lines += 1
             else:
-                stages.setdefault(process, []).append(_Stages(ts, line.number, _stage_times(body)))
+                times = _stage_times(body)  # before touching `stages`: it may raise
+                stages.setdefault(process, []).append(_Stages(ts, line.number, times))
                 out.used_lines += 1
         except (UnparsableError, ValueError) as exc:
             out.rejects.append(
@@ -238,7 +247,6 @@ def _v1_window(
         "running_requests": stats.running if stats else None,
         "extra": extra,
         "line": line,
-        "_stats_used": 1 if stats else 0,
     }
 
 
