@@ -64,5 +64,6 @@ def simulate(
         return
     message(
         f"wrote {out} ({fmt}): {generated['requests']} requests, {generated['steps']} steps, "
-        f"{len(truth['incidents'])} incidents in {elapsed:.1f} s; ground truth in {out}.truth.json"
+        f"{len(truth['incidents'])} incidents in {elapsed:.1f} s"
     )
+    message(f"ground truth: {out}.truth.json")
