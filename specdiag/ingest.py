@@ -137,6 +137,8 @@ def choose_format(fmt: str, head_lines: list[bytes], label: str) -> str:
     if _looks_like_trace(head_lines):
         return TRACE
     name = formats.detect([h.decode("utf-8", "replace") for h in head_lines])
+    if name is None and next(h for h in head_lines if h.strip()).lstrip().startswith(b"{"):
+        return TRACE  # JSON objects that no engine format claims: a trace file whose head is damaged
     if name is None:
         raise InputError(f"{label}: unknown format", hint="pass --format trace or an engine format name")
     return name

@@ -58,7 +58,7 @@ class ProgressDisplay:
     def chose_format(self, label: str, name: str) -> None:
         if self.verbose:
             console = self.progress.console if self.progress is not None else err_console
-            console.print(f"{label}: format {name}", highlight=False, markup=False)
+            console.print(f"{label}: format {name}", highlight=False, markup=False, soft_wrap=True)
 
     def finish(self, stats: object) -> None:
         self.done += self.current

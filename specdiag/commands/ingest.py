@@ -95,12 +95,13 @@ def _summary(stats: IngestStats) -> None:
         f"{stats.blank:,} blank, {stats.rejected:,} rejected, {stats.other_lines:,} other lines",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     notes = [
         f"{f.path}: skipped, {n}" if f.skipped else f"{f.path}: {n}" for f in stats.per_file for n in f.notes
     ]
     for note in notes[:10]:
-        err_console.print(note, highlight=False, markup=False)
+        err_console.print(note, highlight=False, markup=False, soft_wrap=True)
     if len(notes) > 10:
         err_console.print(f"... and {len(notes) - 10} more notes", highlight=False)
     if stats.rejected:
@@ -108,4 +109,5 @@ def _summary(stats: IngestStats) -> None:
             "rejected lines are in the rejects table: `specdiag query rejects_by_reason`",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )

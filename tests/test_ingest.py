@@ -1,0 +1,312 @@
+"""`specdiag ingest` end to end: counts, duplicates, idempotence, compression, stdin, redaction, errors."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import zstandard
+
+from specdiag.ingest import ingest_paths
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "traces"
+KEYS = ("files", "requests", "steps", "rejected", "duplicates", "blank")
+
+
+def request(rid: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "request_id": rid,
+        "ts": "2025-03-01T12:00:00Z",
+        "deployment": "chat",
+        "target_model": "llama-70b@v3",
+        "draft_model": "llama-1b@v2",
+        "tau": 4,
+        **fields,
+    }
+
+
+def write_lines(path: Path, objs: list[Any], final_newline: bool = True) -> Path:
+    text = "\n".join(o if isinstance(o, str) else json.dumps(o) for o in objs)
+    path.write_text(text + ("\n" if final_newline else ""), encoding="utf-8")
+    return path
+
+
+def ingest_json(run: Any, *args: Any, input: bytes | str | None = None) -> dict[str, Any]:
+    result = run("ingest", *args, "--json", input=input)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    tables = ("requests", "steps", "rejects", "windows")
+    return {
+        t: sorted(
+            query(db, f"select * exclude (file_id) from {t}" if t != "steps" else f"select * from {t}"),
+            key=repr,
+        )
+        for t in tables
+    }
+
+
+def test_examples_ingest_with_zero_rejects(run: Any, db: Path) -> None:
+    out = ingest_json(run, EXAMPLES, "--db", db)
+    assert set(KEYS) <= set(out)
+    assert out["files"] == 3 and out["rejected"] == 0 and out["duplicates"] == 0
+    assert out["requests"] == query(db, "select count(*) from requests")[0][0] == 23
+    assert out["steps"] == query(db, "select count(*) from steps")[0][0]
+    # every line is accounted for in the ledger
+    assert query(
+        db,
+        "select count(*) from ingest_ledger where lines <> stored_lines + duplicates + blank + rejected + other_lines",
+    ) == [(0,)]
+
+
+def test_request_totals_from_nested_and_flat_steps(run: Any, db: Path, tmp_path: Path) -> None:
+    f = write_lines(
+        tmp_path / "t.jsonl",
+        [
+            request(
+                "a",
+                steps=[
+                    {"step": 0, "drafted": 4, "accepted": 3, "verify_ms": 20.0},
+                    {"step": 1, "drafted": 4, "accepted": 0},
+                ],
+            ),
+            request("b", tau=0, steps=[{"step": 0, "drafted": 0, "accepted": 0}]),
+            request("c", drafted=10, accepted=7, verify_steps=3),  # totals logged without steps are kept
+            {"event": "step", "request_id": "d", "step": 0, "drafted": 2, "accepted": 2, "draft_ms": 1.5},
+            request("d"),
+        ],
+    )
+    out = ingest_json(run, f, "--db", db)
+    assert (out["requests"], out["steps"], out["duplicates"]) == (4, 4, 0)
+    rows = query(
+        db, "select request_id, verify_steps, drafted, accepted, draft_ms, verify_ms from requests order by 1"
+    )
+    assert rows == [
+        ("a", 2, 8, 3, None, 20.0),
+        ("b", 0, 0, 0, None, None),  # tau = 0: decode steps, no verify steps
+        ("c", 3, 10, 7, None, None),
+        ("d", 1, 2, 2, 1.5, None),
+    ]
+    # a flat step in a later file updates the totals of a request stored earlier
+    g = write_lines(
+        tmp_path / "u.jsonl", [{"event": "step", "request_id": "d", "step": 1, "drafted": 2, "accepted": 1}]
+    )
+    ingest_json(run, g, "--db", db)
+    assert query(db, "select verify_steps, drafted, accepted from requests where request_id = 'd'") == [
+        (2, 4, 3)
+    ]
+
+
+def test_duplicates_first_write_wins(run: Any, db: Path, tmp_path: Path) -> None:
+    first = write_lines(
+        tmp_path / "1.jsonl", [request("a", task="first", steps=[{"step": 0, "drafted": 4, "accepted": 1}])]
+    )
+    second = write_lines(
+        tmp_path / "2.jsonl",
+        [
+            request("a", task="second", steps=[{"step": 0, "drafted": 4, "accepted": 4}]),  # already stored
+            request("b"),
+            request("b", task="again"),  # repeated within the file
+            {"event": "step", "request_id": "b", "step": 0, "drafted": 1, "accepted": 1},
+            {
+                "event": "step",
+                "request_id": "b",
+                "step": 0,
+                "drafted": 1,
+                "accepted": 0,
+            },  # same (request_id, step)
+        ],
+    )
+    ingest_json(run, first, "--db", db)
+    out = ingest_json(run, second, "--db", db)
+    assert (out["requests"], out["steps"], out["duplicates"]) == (1, 1, 3)
+    assert query(db, "select request_id, task, accepted from requests order by 1") == [
+        ("a", "first", 1),
+        ("b", None, 1),
+    ]
+
+
+def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.jsonl.gz"
+    copy.write_bytes(gzip.compress((EXAMPLES / "nested-steps.jsonl").read_bytes()))
+    ingest_json(run, EXAMPLES, "--db", db)
+    before = dump(db)
+    again = ingest_json(run, EXAMPLES, copy, "--db", db)  # same content, compressed, under another name
+    assert again["skipped"] == 4 and again["requests"] == again["steps"] == again["rejected"] == 0
+    assert dump(db) == before
+    assert query(db, "select count(*) from ingest_ledger") == [(3,)]
+
+
+def test_bad_lines_are_quarantined_with_location(run: Any, db: Path, tmp_path: Path) -> None:
+    good = json.dumps(request("a"))
+    f = tmp_path / "t.jsonl"
+    f.write_bytes(
+        f"{good}\n\n   \n{{oops\n".encode()
+        + b"\xff\xfe\n"
+        + json.dumps(request("b", tau=-1)).encode()
+        + b"\n"
+    )
+    out = ingest_json(run, f, "--db", db)
+    assert (out["requests"], out["blank"], out["rejected"]) == (1, 2, 3)
+    rows = query(db, "select path, line, byte_offset, reason, raw from rejects order by line")
+    offset = len(good) + 1 + 1 + 4
+    assert rows[0] == (str(f), 4, offset, "invalid_json", "{oops")
+    assert [r[3] for r in rows] == ["invalid_json", "invalid_utf8", "out_of_range"]
+    assert rows[1][2] == offset + 6
+
+
+def test_raw_text_kept_is_first_kilobyte(run: Any, db: Path, tmp_path: Path) -> None:
+    f = write_lines(tmp_path / "t.jsonl", ["{" + "x" * 5000])
+    ingest_json(run, f, "--db", db)
+    assert query(db, "select length(raw) from rejects") == [(1024,)]
+
+
+def test_long_line_and_no_final_newline(run: Any, db: Path, tmp_path: Path) -> None:
+    prompt = "déjà vu " * 40_000  # 320 KB of text
+    f = write_lines(tmp_path / "t.jsonl", [request("a"), request("big", prompt=prompt)], final_newline=False)
+    out = ingest_json(run, f, "--db", db)
+    assert (out["requests"], out["rejected"]) == (2, 0)
+    assert query(db, "select prompt = ?, prompt_chars from requests where request_id = 'big'", [prompt]) == [
+        (True, len(prompt))
+    ]
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, lambda b: zstandard.ZstdCompressor().compress(b)])
+def test_compressed_inputs_detected_by_magic_bytes(run: Any, db: Path, tmp_path: Path, compress: Any) -> None:
+    plain = (EXAMPLES / "flat-steps.jsonl").read_bytes()
+    f = tmp_path / "trace.txt"  # the name says nothing
+    f.write_bytes(compress(plain))
+    result = run("ingest", f, "--db", db, "--json")
+    assert result.exit_code == 0
+    expected = ingest_json(run, EXAMPLES / "flat-steps.jsonl", "--db", db.with_name("plain.duckdb"))
+    got = json.loads(result.stdout)
+    assert {k: got[k] for k in KEYS} == {k: expected[k] for k in KEYS}
+    assert "gzip" in result.stderr or "zstd" in result.stderr
+
+
+def test_truncated_gzip_keeps_lines_read_and_rejects_the_rest(run: Any, db: Path, tmp_path: Path) -> None:
+    data = "".join(json.dumps(request(f"r{i}", prompt=f"p{i * 7919}")) + "\n" for i in range(2000)).encode()
+    f = tmp_path / "cut.jsonl.gz"
+    f.write_bytes(gzip.compress(data)[:-2000])
+    out = ingest_json(run, f, "--db", db)
+    assert out["rejected"] == 1
+    assert query(db, "select reason from rejects") == [("truncated_input",)]
+    assert out["requests"] == query(db, "select count(*) from requests")[0][0]
+
+
+def test_stdin(run: Any, db: Path) -> None:
+    data = (EXAMPLES / "nested-steps.jsonl").read_bytes()
+    out = ingest_json(run, "-", "--db", db, input=data)
+    assert out["requests"] == 12
+    assert query(db, "select path from ingest_ledger") == [("<stdin>",)]
+
+
+def test_folder_recursive(run: Any, db: Path, tmp_path: Path) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "nested-steps.jsonl", tmp_path / "in" / "sub" / "b.jsonl")
+    shutil.copy(EXAMPLES / "flat-steps.jsonl", tmp_path / "in" / "a.jsonl")
+    (tmp_path / "in" / ".hidden").write_text("not a trace")
+    out = ingest_json(run, tmp_path / "in", "--db", db)
+    assert out["files"] == 2
+    assert [p for (p,) in query(db, "select path from ingest_ledger order by ingested_at")] == [
+        str(tmp_path / "in" / "a.jsonl"),
+        str(tmp_path / "in" / "sub" / "b.jsonl"),
+    ]
+
+
+def test_extra_fields_kept(run: Any, db: Path, tmp_path: Path) -> None:
+    f = write_lines(
+        tmp_path / "t.jsonl",
+        [
+            request(
+                "a",
+                region="eu",
+                meta={"k": [1, 2]},
+                steps=[{"step": 0, "drafted": 1, "accepted": 1, "spec_kind": "tree"}],
+            )
+        ],
+    )
+    ingest_json(run, f, "--db", db)
+    extra = json.loads(query(db, "select extra from requests")[0][0])
+    assert extra == {"region": "eu", "meta": {"k": [1, 2]}}
+    assert json.loads(query(db, "select extra from steps")[0][0]) == {"spec_kind": "tree"}
+
+
+def test_redact(run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECDIAG_REDACT_KEY", "k3y")
+    f = write_lines(tmp_path / "t.jsonl", [request("a", prompt="my card is 4111", output="noted")])
+    ingest_json(run, f, "--db", db, "--redact")
+    want = hmac.new(b"k3y", b"my card is 4111", hashlib.sha256).hexdigest()
+    assert query(db, "select prompt, output, prompt_hash, prompt_chars, output_chars from requests") == [
+        (None, None, want, 15, 5)
+    ]
+    assert b"4111" not in db.read_bytes()
+
+
+def test_redact_without_env_key_persists_a_random_key(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPECDIAG_REDACT_KEY", raising=False)
+    ingest_json(run, write_lines(tmp_path / "1.jsonl", [request("a", prompt="same")]), "--db", db, "--redact")
+    ingest_json(run, write_lines(tmp_path / "2.jsonl", [request("b", prompt="same")]), "--db", db, "--redact")
+    hashes = query(db, "select distinct prompt_hash from requests")
+    assert len(hashes) == 1 and hashes[0][0] != hashlib.sha256(b"same").hexdigest()
+
+
+def test_max_rejects(run: Any, db: Path, tmp_path: Path) -> None:
+    f = write_lines(tmp_path / "t.jsonl", [request("a"), "{bad", "[1]"])
+    assert run("ingest", f, "--db", db, "--max-rejects", "2").exit_code == 0
+    result = run("ingest", f, "--db", db.with_name("other.duckdb"), "--max-rejects", "1")
+    assert result.exit_code == 1
+    assert "2 lines rejected" in result.stderr and "Traceback" not in result.stderr
+    assert query(db.with_name("other.duckdb"), "select count(*) from requests") == [
+        (1,)
+    ]  # accepted lines kept
+
+
+def test_missing_path_and_unusable_database(run: Any, db: Path, tmp_path: Path) -> None:
+    result = run("ingest", tmp_path / "nope.jsonl", "--db", db)
+    assert result.exit_code == 3 and "nope.jsonl: no such file" in result.stderr
+    bad_db = tmp_path / "not-a-db.duckdb"
+    bad_db.write_text("hello, this is not a database\n" * 100)
+    result = run("ingest", EXAMPLES / "flat-steps.jsonl", "--db", bad_db)
+    assert result.exit_code == 4 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    result = run("ingest", EXAMPLES / "flat-steps.jsonl", "--db", tmp_path / "no" / "such" / "dir.duckdb")
+    assert result.exit_code == 4
+
+
+def test_unknown_format_and_forced_trace(run: Any, db: Path, tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello\nworld\n")
+    result = run("ingest", f, "--db", db)
+    assert result.exit_code == 3 and f"{f}: unknown format" in result.stderr
+    out = ingest_json(run, f, "--db", db, "--format", "trace")
+    assert out["rejected"] == 2
+    assert run("ingest", f, "--db", db, "--format", "nonsense").exit_code == 2
+
+
+def test_python_api(db: Path) -> None:
+    stats = ingest_paths([EXAMPLES / "nested-steps.jsonl"], db=db, progress=False)
+    assert (stats.files, stats.requests, stats.rejected) == (1, 12, 0)
+    assert (
+        stats.lines
+        == stats.stored_lines + stats.duplicates + stats.blank + stats.rejected + stats.other_lines
+    )

@@ -1,0 +1,247 @@
+"""Ingest under stress: arbitrary bytes, engine-format dispatch, kill -9 mid-file, a second writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from specdiag import formats
+from specdiag.ingest import ingest_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = json.dumps(
+    {
+        "request_id": "r",
+        "ts": 1740830400,
+        "deployment": "chat",
+        "target_model": "t",
+        "draft_model": "d",
+        "tau": 2,
+        "steps": [{"step": 0, "drafted": 2, "accepted": 1}],
+    }
+).encode()
+
+
+def count(db: Path, sql: str, row: bool = False) -> Any:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        first = con.execute(sql).fetchall()[0]
+        return first if row else first[0]
+    finally:
+        con.close()
+
+
+_lines = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.just(GOOD),
+        st.just(GOOD.replace(b'"r"', b'"s"')),
+        st.just(GOOD[:-3]),
+        st.just(b"   "),
+        st.just(b'{"event": "step", "request_id": "r", "step": 0, "drafted": 1, "accepted": 1}'),
+        st.sampled_from([b"\xff", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"{}", b"null", b"\r"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_lines, st.booleans())
+def test_never_raises_and_accounts_for_every_line(
+    tmp_path: Path, lines: list[bytes], final_newline: bool
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    f = tmp_path / f"input-{hashlib.sha256(data).hexdigest()}.bin"
+    f.write_bytes(data)
+    db = tmp_path / "h.duckdb"  # one store for all examples: duplicates across examples are part of the test
+    stats = ingest_paths([f], db=db, fmt="trace", progress=False)
+    if stats.skipped:  # the same bytes were drawn before
+        return
+    ledger = count(
+        db, f"select lines, stored_lines, rejected from ingest_ledger where path = '{f}'", row=True
+    )
+    assert stats.lines == stats.stored_lines + stats.duplicates + stats.blank + stats.rejected
+    assert ledger == (stats.lines, stats.stored_lines, stats.rejected)
+    if not data.startswith(
+        (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+    ):  # else the bytes are read as a (broken) stream
+        assert stats.lines == data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+
+# --- engine formats go through the contract in specdiag.formats -----------------------------------------------
+
+
+def _fake_parse(lines: Iterable[formats.Line], ctx: formats.ParseContext) -> formats.Parsed:
+    parsed = formats.Parsed(format="fake-log")
+    for line in lines:
+        text = line.raw.decode()
+        if not text.strip():
+            parsed.blank += 1
+        elif text.startswith("REQ "):
+            rid = text.split()[1]
+            parsed.requests.append(
+                {
+                    "request_id": rid,
+                    "ts": datetime(2025, 3, 1, 12),
+                    "deployment": ctx.deployment or "x",
+                    "tau": 3,
+                    "line": line.number,
+                }
+            )
+            parsed.used_lines += 1
+        elif text.startswith("WIN "):
+            parsed.windows.append(
+                {
+                    "source": "fake-log",
+                    "deployment": ctx.deployment or "x",
+                    "end_ts": datetime(2025, 3, 1, 12),
+                    "drafted": int(text.split()[1]),
+                }
+            )
+            parsed.used_lines += 1
+        elif text.startswith("WIN"):
+            parsed.rejects.append(
+                formats.Reject(line.number, line.byte_offset, "unparsable_metrics", "no count", line.raw)
+            )
+        else:
+            parsed.other_lines += 1
+    return parsed
+
+
+@pytest.fixture
+def fake_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("specdiag.formats._fake_test")
+    module.NAME = "fake-log"  # type: ignore[attr-defined]
+    module.detect = lambda head: bool(head) and head[0].startswith("FAKE LOG")  # type: ignore[attr-defined]
+    module.parse = _fake_parse  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "specdiag.formats._fake_test", module)
+    monkeypatch.setattr(formats, "FORMATS", ["_fake_test"])
+
+
+def test_engine_format_dispatch(run: Any, db: Path, tmp_path: Path, fake_format: None) -> None:
+    f = tmp_path / "engine.log"
+    f.write_text("FAKE LOG v1\nREQ a\nREQ b\nREQ a\n\nWIN 12\nWINx\n")
+    result = run("ingest", f, "--db", db, "--deployment", "prod", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"{f}: format fake-log" in result.stderr
+    out = json.loads(result.stdout)
+    assert (out["requests"], out["duplicates"], out["windows"], out["rejected"], out["blank"], out["other_lines"]) == (
+        2, 1, 1, 1, 1, 1,
+    )  # fmt: skip
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select request_id, source, deployment from requests order by 1").fetchall() == [
+        ("a", "fake-log", "prod"),
+        ("b", "fake-log", "prod"),
+    ]
+    assert con.execute("select drafted, file_id is not null from windows").fetchall() == [(12, True)]
+    assert con.execute("select line, reason from rejects").fetchall() == [(7, "unparsable_metrics")]
+    assert con.execute("select format, lines from ingest_ledger").fetchall() == [("fake-log", 7)]
+    con.close()
+
+
+def test_unknown_format_without_formats(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(formats, "FORMATS", [])
+    f = tmp_path / "engine.log"
+    f.write_text("FAKE LOG v1\nREQ a\n")
+    result = run("ingest", f, "--db", db)
+    assert result.exit_code == 3 and f"{f}: unknown format" in result.stderr
+
+
+# --- crash safety and locking: real processes ----------------------------------------------------------------
+
+
+def _big_trace(path: Path, n_requests: int) -> None:
+    steps = ",".join(
+        json.dumps({"step": i, "drafted": 4, "accepted": i % 5, "verify_ms": 20.5}) for i in range(100)
+    )
+    with open(path, "w") as f:
+        for i in range(n_requests):
+            f.write(
+                f'{{"request_id":"big-{i}","ts":1740830400,"deployment":"chat","target_model":"t","draft_model":"d",'
+                f'"tau":4,"prompt":"{"p" * 200}","steps":[{steps}]}}\n'
+            )
+
+
+def _ingest_cmd(db: Path, *paths: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "specdiag",
+        "ingest",
+        *map(str, paths),
+        "--db",
+        str(db),
+        "--no-progress",
+        "--json",
+    ]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_ingest_leaves_a_consistent_store(db: Path, tmp_path: Path) -> None:
+    small = ROOT / "examples" / "nested-steps.jsonl"
+    big = tmp_path / "big.jsonl"
+    _big_trace(big, 12_000)  # 1.2M steps: seconds of work, killed long before the end
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(_ingest_cmd(db, small), check=True, env=env, capture_output=True)
+    cmd = _ingest_cmd(db, big)
+    cmd.remove("--no-progress")  # the per-file format line on stderr says the file transaction is under way
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    assert b"format trace" in proc.stderr.readline()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (
+        "ingest finished before it could be killed: make the file bigger"
+    )
+    # the killed file left nothing: only the first file's rows and ledger row
+    assert count(db, "select count(*) from ingest_ledger") == 1
+    assert count(db, "select count(*) from requests") == 12
+    assert count(db, "select count(*) from requests where request_id like 'big-%'") == 0
+    assert count(db, "select count(*) from steps where request_id like 'big-%'") == 0
+    # a re-run completes it
+    out = subprocess.run(_ingest_cmd(db, small, big), check=True, env=env, capture_output=True, text=True)
+    stats = json.loads(out.stdout)
+    assert (stats["skipped"], stats["requests"], stats["steps"]) == (1, 12_000, 1_200_000)
+    assert count(db, "select sum(drafted) from requests where request_id like 'big-%'") == 12_000 * 400
+
+
+def test_second_writer_gets_a_clear_error(db: Path, tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run(
+            _ingest_cmd(db, ROOT / "examples" / "flat-steps.jsonl"), env=env, capture_output=True, text=True
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 4
+    assert "in use by another process" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
