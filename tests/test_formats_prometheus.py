@@ -108,3 +108,23 @@ def test_repeated_series_without_timestamps_is_rejected() -> None:
     parsed = prometheus.parse(lines_of(text), ctx("x.prom"))
     assert [r.reason for r in parsed.rejects] == ["unparsable_metrics"]
     assert parsed.samples[0]["verify_steps"] == 1
+
+
+def test_openmetrics_seconds_label_order_and_ranks() -> None:
+    text = (
+        b'sglang:spec_accept_length{model_name="m",tp_rank="0"} 2.5 1784548800.250\n'
+        b'sglang:spec_accept_length{model_name="m",tp_rank="1"} 3.0 1784548800.250\n'
+        b'vllm:spec_decode_num_drafts_total{engine="0",model_name="m"} 10 1784548800\n'
+        b'vllm:spec_decode_num_drafts_total{model_name="m",engine="0"} 11 1784548800\n'
+        b"# EOF\n"
+    )
+    parsed = prometheus.parse(lines_of(text), ctx("x.prom"))
+    # OpenMetrics prints seconds: 1784548800.250 s = 2026-07-20 12:00:00.25 UTC; each rank is its own window
+    assert [(w["instance"], w["mean_acceptance_length"]) for w in parsed.windows] == [
+        ("tp_rank=0", 2.5),
+        ("tp_rank=1", 3.0),
+    ]
+    assert parsed.windows[0]["end_ts"] == datetime(2026, 7, 20, 12, 0, 0, 250000)
+    # the same series with its labels in another order is a repeat
+    assert [r.line for r in parsed.rejects] == [4]
+    assert parsed.samples[0]["ts"] == datetime(2026, 7, 20, 12)

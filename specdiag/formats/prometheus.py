@@ -34,7 +34,7 @@ from specdiag.formats._windows import sample, window
 NAME = "prometheus"
 
 SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^{}]*)\})?[ \t]+(?P<value>\S+)(?:[ \t]+(?P<ts>-?\d+))?\s*$"
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^{}]*)\})?[ \t]+(?P<value>\S+)(?:[ \t]+(?P<ts>-?\d+(?:\.\d+)?))?\s*$"
 )
 LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 COMMENT = re.compile(r"^#\s*(HELP|TYPE|EOF)\b")
@@ -114,7 +114,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
     out = Parsed(format=NAME)
     scrape_ts = ctx.mtime or datetime.now(UTC).replace(tzinfo=None)
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}  # (source, deployment, engine, instance, ts) -> values
-    seen: set[tuple[str, str, datetime]] = set()
+    seen: set[tuple[str, tuple[tuple[str, str], ...], datetime]] = set()
     for line in lines:
         text = line.raw.decode("utf-8", errors="replace").strip()
         if not text:
@@ -136,7 +136,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
         except ValueError as exc:
             out.rejects.append(_reject(line, str(exc)))
             continue
-        identity = (name, match["labels"] or "", ts)
+        identity = (name, tuple(sorted(labels.items())), ts)
         if identity in seen:
             out.rejects.append(_reject(line, "the same series twice in one scrape (add sample timestamps)"))
             continue
@@ -146,7 +146,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
             source,
             deployment_for(ctx, labels.get("model_name")),
             _engine(labels.get("engine")),
-            labels.get("instance"),
+            _instance(labels),
             ts,
         )
         group = groups.setdefault(key, {"lines": [], "line": line.number})
@@ -164,14 +164,30 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
     return out
 
 
-def _scrape_time(ms: str | None, default: datetime) -> datetime:
-    """A sample's timestamp (ms since the epoch) as naive UTC, else the scrape's (the file's mtime)."""
-    if not ms:
+def _scrape_time(stamp: str | None, default: datetime) -> datetime:
+    """A sample's timestamp as naive UTC, else the scrape's (the file's mtime).
+
+    Prometheus text prints ms since the epoch, OpenMetrics seconds (often with a fraction): a value below 1e11
+    (1973 in ms, year 5138 in seconds) is taken as seconds.
+    """
+    if not stamp:
         return default
+    value = float(stamp)
+    seconds = value / 1000 if value >= 1e11 and "." not in stamp else value
     try:
-        return datetime.fromtimestamp(int(ms) / 1000, UTC).replace(tzinfo=None)
-    except (OverflowError, OSError) as exc:
-        raise ValueError(f"timestamp {ms} ms is out of range") from exc
+        return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"timestamp {stamp} is out of range") from exc
+
+
+# labels that name what a sample counts, not which process: the rest tell processes (and ranks) apart
+COUNT_LABELS = {"model_name", "engine", "position", "token_position"}
+
+
+def _instance(labels: dict[str, str]) -> str | None:
+    """`instance`, `job`, `tp_rank`... as `k=v,...` (sorted), so that two processes never share a series."""
+    rest = sorted((k, v) for k, v in labels.items() if k not in COUNT_LABELS)
+    return ",".join(f"{k}={v}" for k, v in rest) or None
 
 
 def _engine(label: str | None) -> str | None:
