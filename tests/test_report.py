@@ -122,7 +122,8 @@ def page(filled: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_acceptance_over_time_shows_the_drop(filled: Path) -> None:
     con = connect(filled, read_only=True)
     width = data.bucket_seconds(con)
-    assert width == 900  # 47 h of data in at most 300 buckets
+    # 48 requests per deployment over 47 h: daily buckets keep >= 20 requests per deployment and bucket
+    assert width == 86400
     series = data.acceptance_over_time(con, width)
     by_dep = {}
     for r in series:
@@ -215,7 +216,9 @@ def test_report_tables(filled: Path, page: str) -> None:
     assert [t["accepted"] for t in run["tokens"]] == [True, True, False, False]
     assert run["prompt"] == HOSTILE_PROMPT
     assert {r["deployment"] for r in context["recommendations"]} == {"chat-a", HOSTILE_DEPLOYMENT}
-    assert page.count('class="tok"') == 4 + 2  # four replayed tokens and the two legend swatches
+    # four replayed tokens and the two legend swatches
+    assert len(re.findall(r'class="tok[ "]', page)) == 4 + 2
+    assert page.count('class="tok rejected') == 2 + 1  # the two rejected tokens are struck through
     assert "invalid_json" in page and "logs/a.jsonl:7" in page
     assert "#1 acceptance_regression" in page  # the finding's marker on the acceptance chart
 

@@ -40,15 +40,16 @@ def build(
     step("recommending tau (bootstrap)")
     recs = recommendations(con)
     step("building charts")
+    dated = sorted((f for f in found if f["since"] is not None), key=lambda f: f["since"])
     markers = [
         {
             "since": f["since"],
             "label": f"#{f['finding_id']} {f['kind']}",
             "deployment": f["deployment"] or "all",
             "summary": f["summary"],
+            "lane": i % 4,  # labels of nearby findings go on different lines
         }
-        for f in found
-        if f["since"] is not None
+        for i, f in enumerate(dated)
     ]
     curves = [dict(point, label=r["label"]) for r in recs for point in r["curve"]]
     built = {

@@ -11,6 +11,7 @@ import altair as alt
 from specdiag.report.data import Row
 
 WIDTH = 640
+COND_TITLE = "P(token i accepted | 1..i-1 accepted)"
 UTC = alt.Scale(type="utc")  # the store is UTC; show UTC whatever the reader's time zone
 
 
@@ -65,11 +66,19 @@ def acceptance_over_time(acceptance: list[Row], markers: list[Row]) -> alt.TopLe
         text = (
             alt.Chart(_values(markers))
             .mark_text(align="left", dx=3, dy=-4, color="#b91c1c", fontSize=10)
-            .encode(x=alt.X("since:T", scale=UTC), y=alt.value(8), text="label:N")
+            .encode(
+                x=alt.X("since:T", scale=UTC),
+                y=alt.Y("lane:O", axis=None, scale=alt.Scale(range=[8, 56])),
+                text="label:N",
+            )
         )
         layers += [rules, text]
-    return alt.layer(*layers).properties(
-        width=WIDTH, height=260, title="Acceptance over time (dashed: findings and detected changes)"
+    return (
+        alt.layer(*layers)
+        .resolve_scale(y="independent")  # the label lanes have their own (hidden) axis
+        .properties(
+            width=WIDTH, height=260, title="Acceptance over time (dashed: findings and detected changes)"
+        )
     )
 
 
@@ -78,12 +87,13 @@ def position_acceptance(positions: list[Row]) -> alt.TopLevelMixin | None:
     if not positions:
         return None
     base = alt.Chart(_values(positions)).encode(
-        x=alt.X("position:O", title="draft position i"), color=alt.Color("deployment:N")
+        x=alt.X("position:O", title="draft position i", axis=alt.Axis(labelAngle=0)),
+        color=alt.Color("deployment:N"),
     )
     points = base.mark_line(point=True).encode(
         y=alt.Y(
             "cond_alpha:Q",
-            title="P(token i accepted | 1..i-1 accepted)",
+            title=COND_TITLE,
             scale=alt.Scale(domain=[0, 1]),
         ),
         tooltip=[
@@ -95,7 +105,7 @@ def position_acceptance(positions: list[Row]) -> alt.TopLevelMixin | None:
             alt.Tooltip("eligible:Q", format=",.0f"),
         ],
     )
-    bars = base.mark_errorbar().encode(y="ci_low:Q", y2="ci_high:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("ci_low:Q", title=COND_TITLE), y2="ci_high:Q")
     return alt.layer(bars, points).properties(
         width=WIDTH, height=240, title="Per-position conditional acceptance (95% Wilson interval)"
     )

@@ -19,6 +19,7 @@ Row = dict[str, Any]
 # Time buckets tried from finest to coarsest (seconds); the first that keeps a chart under MAX_BUCKETS points wins.
 BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 300
+MIN_REQUESTS = 20  # average requests (or engine windows) per deployment and bucket
 MAX_POSITIONS = 16  # per-position acceptance is shown for draft positions 1..16
 
 
@@ -29,19 +30,22 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None 
 
 
 def bucket_seconds(con: duckdb.DuckDBPyConnection) -> int:
-    """The width of the time buckets used by every time-series chart, chosen from the span of the data."""
-    span = con.execute(
+    """The width of the time buckets used by every time-series chart: the finest of BUCKETS_S that gives at most
+    MAX_BUCKETS buckets over the data's span and, on average, at least MIN_REQUESTS requests per deployment and
+    bucket (so a rate is not a coin flip)."""
+    span_s, per_deployment = con.execute(
         """
         with t as (
-            select ts from requests
-            union all select end_ts as ts from windows
+            select ts, deployment from requests
+            union all select end_ts as ts, deployment from windows
         )
-        select epoch(max(ts)) - epoch(min(ts)) from t
+        select epoch(max(ts)) - epoch(min(ts)), count(*) / greatest(count(distinct deployment), 1) from t
         """
-    ).fetchone()
-    seconds = float(span[0]) if span and span[0] is not None else 0.0
+    ).fetchone() or (None, None)
+    seconds = float(span_s or 0.0)
     for width in BUCKETS_S:
-        if seconds / width <= MAX_BUCKETS:
+        buckets = max(seconds / width, 1.0)
+        if buckets <= MAX_BUCKETS and float(per_deployment or 0) / buckets >= MIN_REQUESTS:
             return width
     return BUCKETS_S[-1]
 

@@ -10,8 +10,11 @@ nonce additionally refuses any script the report did not write itself, and any n
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -41,17 +44,34 @@ def script_json(value: Any) -> str:
     return text.translate(_SCRIPT_TABLE)
 
 
+def _cache_dir() -> Path:
+    base = os.environ.get("SPECDIAG_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "specdiag") / "vega"
+
+
 @lru_cache(maxsize=2)
 def vega_bundle(vl_version: str) -> str:
     """vega, vega-lite and vega-embed as one classic script (from vl-convert: offline, no CDN).
 
-    The bundle is code, not data; a literal "</script" inside it (there is none today) would still end the element,
-    so it is written as "<\\/script", which means the same inside a JS string or regular expression.
+    Building it takes seconds, so it is cached on disk per vl-convert and vega-lite version (the bundle is a pure
+    function of the two). The bundle is code, not data; a literal "</script" inside it (there is none today) would
+    still end the element, so it is written as "<\\/script", which means the same inside a JS string or regex.
     """
     import vl_convert
 
+    path = _cache_dir() / f"vega-bundle-{version('vl-convert-python')}-vl{vl_version}.js"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
     bundle = vl_convert.javascript_bundle(vl_version=vl_version)  # type: ignore[call-arg]
-    return bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
+    bundle = bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(bundle, encoding="utf-8")
+        tmp.replace(path)  # atomic: concurrent writers write the same bytes
+    except OSError:
+        pass  # a read-only home only costs the rebuild next time
+    return bundle
 
 
 def token_style(accepted: bool, p: float | None) -> str:
@@ -82,6 +102,7 @@ def _environment() -> jinja2.Environment:
         clean_floats(v), indent=1, ensure_ascii=False, default=str
     )
     env.filters["fmt"] = _fmt
+    env.filters["minutes"] = lambda t: t.strftime("%Y-%m-%d %H:%M") if t is not None else ""
     env.globals["token_style"] = token_style
     env.globals["token_title"] = token_title
     return env
