@@ -248,3 +248,37 @@ def test_request_without_steps(run, db: Path) -> None:
     con.close()
     result = run("explain", "bare", "--db", db)
     assert result.exit_code == 3 and "has no steps" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The simulator's `bottleneck` scenario (a tau misconfiguration and a batch-size surge), ingested."""
+    from specdiag.ingest import ingest_paths
+    from specdiag.simulate import simulate
+
+    folder = tmp_path_factory.mktemp("sim")
+    truth = simulate(folder / "fleet.jsonl", scenario="bottleneck", requests=200, seed=3)
+    ingest_paths([folder / "fleet.jsonl"], db=folder / "fleet.duckdb", progress=False)
+    return folder / "fleet.duckdb", truth
+
+
+def test_simulated_incidents_get_their_verdicts(simulated: tuple[Path, dict]) -> None:
+    db, truth = simulated
+    incidents = {i["kind"]: i for i in truth["incidents"]}
+    misconfig, surge = incidents["tau_misconfig"], incidents["batch_surge"]
+    con = connect(db, read_only=True)
+    try:
+        verdicts: dict[str, list[str]] = {"tau_misconfig": [], "batch_surge": []}
+        for name, incident in (("tau_misconfig", misconfig), ("batch_surge", surge)):
+            start = datetime.fromisoformat(incident["start"].replace("Z", ""))
+            ids = con.execute(
+                "select request_id from requests where deployment = ? and ts >= ? and tau > 0 order by ts limit 15",
+                [incident["deployment"], start],
+            ).fetchall()
+            verdicts[name] = [explain_request(con, rid)["verdict"]["kind"] for (rid,) in ids]
+    finally:
+        con.close()
+    # tau raised to 12 on a draft whose acceptance decays: most of those requests should run at a smaller tau
+    assert max(set(verdicts["tau_misconfig"]), key=verdicts["tau_misconfig"].count) == "tau_too_high"
+    # batch sizes x4: verifying tau + 1 tokens per sequence now dominates
+    assert max(set(verdicts["batch_surge"]), key=verdicts["batch_surge"].count) == "verify_bound"

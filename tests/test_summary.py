@@ -107,3 +107,62 @@ def test_alpha_recovers_the_iid_acceptance(alpha: float, tau: int, steps: int) -
     # rounding accepted to a whole number moves MAL by at most 1 / steps
     assert abs(expected_tokens_iid(row["alpha"], tau) - mal) <= 0.5 / steps + 1e-9
     con.close()
+
+
+def test_end_to_end_through_ingest(run, tmp_path: Path) -> None:
+    """A trace file through `ingest_paths`: summary and queries agree with sums over the file; audits stay empty."""
+    from specdiag.ingest import ingest_paths
+
+    def steps(pairs: list[tuple[int, int]]) -> list[dict]:
+        return [{"step": i, "drafted": d, "accepted": a, "verify_ms": 10.0} for i, (d, a) in enumerate(pairs)]
+
+    lines = [
+        {
+            "request_id": "a",
+            "ts": 1784540000,
+            "deployment": "chat",
+            "target_model": "t@1",
+            "draft_model": "d@1",
+            "tau": 3,
+            "task": "code",
+            "steps": steps([(3, 3), (3, 1), (2, 0)]),
+        },
+        {
+            "request_id": "b",
+            "ts": "2026-07-20T10:00:00Z",
+            "deployment": "chat",
+            "target_model": "t@1",
+            "draft_model": "d@1",
+            "tau": 0,
+            "steps": steps([(0, 0), (0, 0)]),
+        },
+        {
+            "request_id": "c",
+            "ts": "2026-07-20T10:00:01Z",
+            "deployment": UNICODE_DEPLOYMENT,
+            "target_model": "t@1",
+            "draft_model": "d@1",
+            "tau": 3,
+            "prompt": "x'; drop table requests; --",
+            "steps": steps([(3, 2)]),
+        },
+        {"event": "step", "request_id": "c", "step": 1, "drafted": 3, "accepted": 3},
+    ]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines) + "\n{broken\n")
+    db = tmp_path / "e2e.duckdb"
+    ingest_paths([trace], db=db, progress=False)
+    rows = {
+        (r["deployment"], r["source"]): r
+        for r in json.loads(run("summary", "--db", db, "--json").stdout)["rows"]
+    }
+    chat = rows[("chat", "trace")]
+    assert (chat["requests"], chat["verify_steps"], chat["drafted"], chat["accepted"]) == (2, 3, 8, 4)
+    uni = rows[(UNICODE_DEPLOYMENT, "trace")]
+    assert (uni["verify_steps"], uni["drafted"], uni["accepted"]) == (2, 6, 5)
+    assert uni["alpha"] == pytest.approx(alpha_from_mal(1 + 5 / 2, 3))
+    for name in ("audit_accepted_gt_drafted", "audit_request_totals", "audit_ledger_accounting"):
+        result = run("query", name, "--db", db, "--format", "json")
+        assert json.loads(result.stdout) == {"rows": []}, name
+    rejects = json.loads(run("query", "rejects_by_reason", "--db", db, "--format", "json").stdout)["rows"]
+    assert [(r["reason"], r["first_line"]) for r in rejects] == [("invalid_json", 6)]
