@@ -18,10 +18,12 @@ from specdiag.errors import ExitCode, SpecdiagError
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     # each command module adds its line here, e.g. "ingest": "specdiag.commands.ingest:ingest",
+    "simulate": "specdiag.commands.simulate:simulate",
     "ingest": "specdiag.commands.ingest:ingest",
     "diagnose": "specdiag.commands.diagnose:diagnose",
     "flag": "specdiag.commands.diagnose:flag",
     "report": "specdiag.commands.report:report",
+    "demo": "specdiag.commands.demo:demo",
     "query": "specdiag.commands.query:query",
     "sql": "specdiag.commands.query:sql",
     "summary": "specdiag.commands.summary:summary",
