@@ -327,3 +327,16 @@ def test_sql_is_read_only_and_reports_errors_in_one_line(run, store: Path) -> No
     assert typo.exit_code == 3 and typo.stderr.startswith("error: sql:")
     missing = run("sql", "select 1", "--db", store.parent / "none.duckdb")
     assert missing.exit_code == 4
+
+
+def test_dollar_placeholders_are_bound_from_typed_variables(tmp_path: Path) -> None:
+    path = tmp_path / "d.sql"
+    path.write_text(
+        "-- name: d\n-- description: d\n-- grain: one row\n-- params: $n (integer, positions 1..n)\n"
+        "-- columns: a, b\nselect $n + 1 as a, $n is null as b\n"
+    )
+    q = queries.parse_header(path, path.read_text())
+    assert queries.dollar_params(q.sql) == ["n"]
+    con = duckdb.connect()
+    assert queries.run_query(con, q, {"n": "4"})[1] == [(5, False)]
+    assert queries.run_query(con, q)[1] == [(None, True)]

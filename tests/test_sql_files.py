@@ -85,3 +85,9 @@ def test_unicode_parameter_through_the_cli_idiom(store: Path) -> None:
     path = queries_dir() / "acceptance_by_segment.sql"
     rows = _cli_rows(store, path, {"deployment": UNICODE_DEPLOYMENT})
     assert [r["task"] for r in rows] == ["数学"]
+
+
+def test_every_general_query_is_documented() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "queries.md").read_text(encoding="utf-8")
+    missing = [p.stem for p in STYLED if f"`{p.stem}`" not in docs]
+    assert not missing, f"add to docs/queries.md: {missing}"
