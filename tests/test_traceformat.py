@@ -4,19 +4,32 @@ line validator."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import duckdb
+import jsonschema
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdiag import ingest_trace
+from specdiag.ingest import ingest_paths
 from specdiag.ingest_read import Block, line_bounds
 from specdiag.ingest_trace import parse_block
 from specdiag.rejects import REASONS
-from specdiag.traceformat import Invalid, Record, parse_ts, validate_line
+from specdiag.traceformat import (
+    REQUEST_FIELDS,
+    REQUEST_REQUIRED,
+    STEP_FIELDS,
+    STEP_REQUIRED,
+    Invalid,
+    Record,
+    parse_ts,
+    validate_line,
+)
 
 BASE: dict[str, Any] = {
     "request_id": "r1",
@@ -219,3 +232,71 @@ def test_fast_path_equals_line_validator(records: list[dict[str, Any]]) -> None:
         assert (json.loads(fast) if fast else None) == (json.loads(slow) if slow else None)
     key = ["line", "step"]
     assert rows.steps.drop("extra").sort(key).to_dicts() == slow_steps.drop("extra").sort(key).to_dicts()
+
+
+# --- the documented contract: docs/trace-format.md and its JSON Schema ------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _doc_example_lines() -> list[str]:
+    text = (DOCS / "trace-format.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_doc_examples_validate_against_schema_and_ingest_cleanly(tmp_path: Path) -> None:
+    schema = json.loads((DOCS / "trace-format.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = _doc_example_lines()
+    assert len(lines) >= 6
+    for line in lines:
+        validator.validate(json.loads(line))
+        assert isinstance(validate_line(line.encode()), Record)
+    f = tmp_path / "doc.jsonl"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stats = ingest_paths([f], db=tmp_path / "doc.duckdb", progress=False)
+    assert (stats.rejected, stats.duplicates, stats.stored_lines) == (0, 0, len(lines))
+
+
+def test_schema_lists_the_validator_fields() -> None:
+    schema = json.loads((DOCS / "trace-format.schema.json").read_text(encoding="utf-8"))
+    defs = schema["$defs"]
+    assert set(defs["request"]["properties"]) == set(REQUEST_FIELDS)
+    assert defs["request"]["required"] == list(REQUEST_REQUIRED)
+    assert set(defs["step"]["properties"]) == set(STEP_FIELDS)
+    assert defs["step"]["required"] == list(STEP_REQUIRED)
+
+
+def _schema_can_express(line: str | bytes, reason: str) -> bool:
+    """JSON Schema cannot see JSON syntax or encoding, compare two fields, know month lengths or leap seconds,
+    tell 4.0 from 4, or require a finite number; the validator checks those."""
+    if isinstance(line, bytes) or reason in {
+        "invalid_json",
+        "invalid_utf8",
+        "accepted_gt_drafted",
+        "duplicate_step",
+    }:
+        return False
+    obj = json.loads(line)
+    steps = obj.get("steps") if isinstance(obj, dict) else None
+    if (
+        reason == "bad_step"
+        and isinstance(steps, list)
+        and any(isinstance(s, dict) and s.get("accepted", 0) > s.get("drafted", 99) for s in steps)
+    ):
+        return False
+    return not ('"tau": 4.0' in line or "2025-02-30" in line or "1e400" in line)
+
+
+@pytest.mark.parametrize(("line", "reason"), [c for c in CATALOGUE if _schema_can_express(*c)])
+def test_schema_rejects_the_catalogue_lines_it_can_express(line: str, reason: str) -> None:
+    schema = json.loads((DOCS / "trace-format.schema.json").read_text(encoding="utf-8"))
+    assert not jsonschema.Draft202012Validator(schema).is_valid(json.loads(line))
+
+
+def test_every_reason_is_documented() -> None:
+    text = (DOCS / "trace-format.md").read_text(encoding="utf-8")
+    for reason in REASONS:
+        assert f"| `{reason}` |" in text
