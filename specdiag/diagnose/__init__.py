@@ -46,7 +46,7 @@ def diagnose(
         if baseline is not None and window is not None:
             tests = changepoint.windows(segs, baseline, window)
         else:
-            tests = changepoint.detect(segs)
+            tests = changepoint.detect(segs, cfg)
         changepoint.adjust(tests)
         found += regression.findings(tests, cfg, searched=baseline is None)
         found += fast_but_wrong.findings(tests, segs, cfg)

@@ -1,14 +1,21 @@
-"""Before/after comparisons of every segment: at a detected change point, or between two chosen windows.
+"""Before/after comparisons of every segment: at a change point, or between two chosen windows.
 
 A segment is a deployment (dimension ``deployment``, value ``*``) or a deployment restricted to one value of one
 dimension (``task = code``). Its hourly series of sufficient statistics comes from queries/diagnose_segments.sql.
+
+Change points come from two places, and a segment's p-value is the Bonferroni combination of both,
+p = min(1, 2 min(p_scan, k p_config)):
+- the scan: the split of largest |z| over every hour (``stats.change_point``, p corrected for the search);
+- the k configuration changes of the deployment (a new draft_model, target_model, tau, temperature or acceptance
+  value appearing mid-range): a plain z test at each, the hour holding the change left out of both sides. Testing
+  where the configuration changed costs far less power than searching every hour.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -41,15 +48,16 @@ class SegmentTest:
     """One segment's acceptance before vs after ``split`` (the first hour of the after side)."""
 
     segment: Segment
-    split: datetime
+    split: datetime  # first hour of the after side
     acceptance: Comparison
     p_value: float  # scan-corrected when the split was searched for, else the plain two-sided z test
     hours: np.ndarray  # the series' hour stamps
     frame: pl.DataFrame  # the series' rows, one per hour
     q_value: float = float("nan")  # Benjamini-Hochberg adjusted across every tested segment
+    before_end: datetime | None = None  # the before side ends here (default: at split)
 
-    def compare(self, metric: str, split: datetime | None = None) -> Comparison:
-        return compare_at(self.frame, metric, split or self.split)
+    def compare(self, metric: str) -> Comparison:
+        return compare_at(self.frame, metric, self.split, self.before_end)
 
 
 def series(frame: pl.DataFrame) -> Iterator[tuple[Segment, pl.DataFrame]]:
@@ -64,8 +72,11 @@ def sums(rows: pl.DataFrame, metric: str) -> Ratio:
     return stats.ratio_from_sums(*vals)
 
 
-def compare_at(rows: pl.DataFrame, metric: str, split: datetime) -> Comparison:
-    before = rows.filter(pl.col("hour") < split)
+def compare_at(
+    rows: pl.DataFrame, metric: str, split: datetime, before_end: datetime | None = None
+) -> Comparison:
+    """Hours before ``before_end`` (default ``split``) against hours from ``split`` on."""
+    before = rows.filter(pl.col("hour") < (before_end or split))
     after = rows.filter(pl.col("hour") >= split)
     return stats.compare(sums(before, metric), sums(after, metric))
 
@@ -83,18 +94,59 @@ def _arrays(rows: pl.DataFrame, metric: str) -> tuple[np.ndarray, ...]:
     return tuple(rows[c].fill_null(0).to_numpy().astype(float) for c in METRICS[metric])
 
 
-def detect(frame: pl.DataFrame, metric: str = "acceptance_rate") -> list[SegmentTest]:
-    """Every segment's most likely change point in ``metric`` and its scan-corrected p-value."""
+def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Per deployment, (before_end, split) around each mid-range configuration change: the hour holding the change
+    (when it is not on the hour) belongs to neither side."""
+    from specdiag.diagnose.config_changes import SETTINGS
+
+    out: dict[str, list[tuple[datetime, datetime]]] = {}
+    if cfg.is_empty():
+        return out
+    for key, rows in cfg.group_by("deployment"):
+        start: datetime = rows["first_seen"].min()  # type: ignore[assignment]
+        firsts = (
+            rows.filter(pl.col("setting").is_in(list(SETTINGS)))
+            .group_by(["setting", "value"])
+            .agg(pl.col("first_seen").min())
+            .filter(pl.col("first_seen") > start + timedelta(hours=1))["first_seen"]
+        )
+        hours = set()
+        for at in firsts.to_list():
+            h0 = at.replace(minute=0, second=0, microsecond=0)
+            hours.add((h0, h0 if at == h0 else h0 + timedelta(hours=1)))
+        out[str(key[0])] = sorted(hours)
+    return out
+
+
+def detect(
+    frame: pl.DataFrame, cfg: pl.DataFrame | None = None, metric: str = "acceptance_rate"
+) -> list[SegmentTest]:
+    """Every segment's most likely change in ``metric`` (scan or configuration change) and its p-value."""
+    splits = config_splits(cfg) if cfg is not None else {}
     tests = []
     for seg, rows in series(frame):
         n, a, d, aa, ad, dd = _arrays(rows, metric)
         cp = stats.change_point(n, a, d, aa, ad, dd)
-        if cp is None:
-            continue
-        hours = rows["hour"].to_numpy()
-        split = rows["hour"][cp.index]
-        comparison = compare_at(rows, metric, split)
-        tests.append(SegmentTest(seg, split, comparison, cp.p_value, hours, rows))
+        best: SegmentTest | None = None
+        if cp is not None:
+            split = rows["hour"][cp.index]
+            best = SegmentTest(
+                seg, split, compare_at(rows, metric, split), cp.p_value, rows["hour"].to_numpy(), rows
+            )
+        candidates = []
+        for before_end, split in splits.get(seg.deployment, []):
+            c = compare_at(rows, metric, split, before_end)
+            if min(c.before.n, c.after.n) >= stats.MIN_REQUESTS and np.isfinite(c.p_value):
+                candidates.append((c.p_value, before_end, split, c))
+        if candidates:
+            p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
+            p_cfg = min(1.0, p_cfg * len(splits[seg.deployment]))
+            p_scan = best.p_value if best is not None else 1.0
+            if best is None or p_cfg < p_scan:
+                best = SegmentTest(seg, split, c, p_cfg, rows["hour"].to_numpy(), rows, before_end=before_end)
+            best.p_value = min(1.0, 2.0 * min(p_cfg, p_scan))
+        if best is not None:
+            tests.append(best)
     return tests
 
 

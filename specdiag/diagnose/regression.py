@@ -40,7 +40,7 @@ def complement(parent: SegmentTest, child: SegmentTest, metric: str = "acceptanc
         .with_columns([(pl.col(k) - pl.col(f"{k}_child").fill_null(0)).alias(k) for k in cols])
         .select(["hour", *cols])
     )
-    return compare_at(rest, metric, child.split)
+    return compare_at(rest, metric, child.split, child.before_end)
 
 
 def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentTest, dict[str, Any]]]:
@@ -97,7 +97,7 @@ def decode_loss(t: SegmentTest) -> tuple[float, float]:
     been larger by MAL_before / MAL_after - 1 of itself.
     """
     rows = t.frame
-    before = rows.filter(pl.col("hour") < t.split)
+    before = rows.filter(pl.col("hour") < (t.before_end or t.split))
     after = rows.filter(pl.col("hour") >= t.split)
 
     def mal(r: pl.DataFrame) -> float:
@@ -109,6 +109,14 @@ def decode_loss(t: SegmentTest) -> tuple[float, float]:
     tokens_per_s = float(after["output_tokens"].sum()) / seconds
     loss = 1.0 - mal_a / mal_b
     return loss, tokens_per_s * (mal_b / mal_a - 1.0)
+
+
+def _test_name(t: SegmentTest, searched: bool) -> str:
+    if not searched:
+        return "windows (two-sided z)"
+    if t.before_end is not None:
+        return "configuration change (z, Bonferroni over changes and the scan)"
+    return "change point (scan-corrected z)"
 
 
 def severity(loss: float) -> str:
@@ -139,7 +147,7 @@ def findings(tests: list[SegmentTest], cfg: pl.DataFrame, searched: bool = True)
             **_cmp_json(c),
             "p_value": t.p_value,
             "q_value": t.q_value,
-            "test": "change point (scan-corrected z)" if searched else "windows (two-sided z)",
+            "test": _test_name(t, searched),
             "split": t.split,
             "decode_slowdown": loss,
             "lost_tokens_per_s": lost_tps,

@@ -1,0 +1,191 @@
+"""Calibrate diagnose with the simulator: false alarms on healthy fleets, power on a small segment's drop.
+
+    .venv/bin/python benchmarks/calibrate.py --seeds 20 [--requests 6000] [--code-share 0.12 0.6] [--drop 0.075]
+        [--json out.json]
+
+For each seed:
+- healthy: the simulator's `healthy` scenario; a run is a false alarm when diagnose reports any
+  acceptance_regression or fast_but_wrong finding;
+- power: a two-deployment fleet (FLEET below) where, halfway through the week, a draft rollout lowers first-position
+  acceptance on `main`/`code` by --drop; --code-share sets that segment's size (0.12 of 3000 requests: ~300
+  requests, ~150 each side of the drop). A run detects the drop when diagnose reports an acceptance_regression on
+  exactly that segment. The realised drop in acceptance_rate (accepted / drafted of the
+  segment's requests after vs before the incident start, from the store) is recorded too.
+
+The numbers go to docs/diagnose.md (Calibration); tests/test_diagnose_calibration.py runs a few seeds of the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from specdiag.diagnose import diagnose  # noqa: E402
+from specdiag.ingest import ingest_paths  # noqa: E402
+from specdiag.simulate import simulate  # noqa: E402
+from specdiag.store import connect  # noqa: E402
+
+# main gets ~90% of requests; its `code` task a share of those (the segment whose acceptance drops).
+FLEET = """
+[fleet]
+requests = {requests}
+days = 7
+
+[[deployments]]
+name = "main"
+target_model = "llama-70b@v3"
+draft_model = "llama-1b-draft@v7"
+tau = 4
+share = 0.9
+batch_size = 16
+floor_ms = 24.0
+compute_ms = 0.06
+draft_ms_per_token = 1.8
+tasks = {{ chat = {chat}, summarize = {summarize}, translate = {translate}, code = {code} }}
+
+[[deployments]]
+name = "side"
+target_model = "qwen-32b@v2"
+draft_model = "qwen-0.5b-draft@v4"
+tau = 6
+share = 0.1
+batch_size = 8
+floor_ms = 14.0
+compute_ms = 0.05
+draft_ms_per_token = 0.9
+tasks = {{ code = 0.8, chat = 0.2 }}
+{incident}
+"""
+INCIDENT = """
+[[incidents]]
+kind = "draft_rollout"
+deployment = "main"
+task = "code"
+start = "{start}"
+acceptance_drop = {drop}
+"""
+ALARM_KINDS = ("acceptance_regression", "fast_but_wrong")
+
+
+def _run(folder: Path, name: str, seed: int, **sim: Any) -> tuple[list, Any]:
+    trace = folder / f"{name}-{seed}.jsonl"
+    db = folder / f"{name}-{seed}.duckdb"
+    truth = simulate(trace, seed=seed, **sim)
+    ingest_paths([trace], db=db, progress=False)
+    con = connect(db)
+    try:
+        return diagnose(con), (con, truth)
+    finally:
+        trace.unlink()
+
+
+def healthy_run(folder: Path, seed: int, requests: int) -> dict[str, Any]:
+    found, (con, _) = _run(folder, "healthy", seed, scenario="healthy", requests=requests)
+    con.close()
+    alarms = [f"{f.kind} {f.deployment} {f.segment}" for f in found if f.kind in ALARM_KINDS]
+    return {"seed": seed, "false_alarms": alarms}
+
+
+def power_run(folder: Path, seed: int, requests: int, drop: float, code_share: float) -> dict[str, Any]:
+    config = folder / "power.toml"
+    start = "2026-11-19T12:00:00Z"  # halfway through the simulator's default week
+    rest = 1.0 - code_share  # the other tasks keep their proportions 0.5 : 0.3 : 0.2
+    shares = {"chat": 0.5 * rest, "summarize": 0.3 * rest, "translate": 0.2 * rest, "code": code_share}
+    config.write_text(
+        FLEET.format(requests=requests, incident=INCIDENT.format(start=start, drop=drop), **shares)
+    )
+    found, (con, _) = _run(folder, "power", seed, config=config)
+    at = datetime(2026, 11, 19, 12)
+    before, after, n_before, n_after = con.execute(
+        """
+        select
+            sum(accepted) filter (where ts < $at) / sum(drafted) filter (where ts < $at),
+            sum(accepted) filter (where ts >= $at) / sum(drafted) filter (where ts >= $at),
+            count(*) filter (where ts < $at),
+            count(*) filter (where ts >= $at)
+        from requests
+        where deployment = 'main' and task = 'code' and tau > 0
+        """,
+        {"at": at},
+    ).fetchone()
+    con.close()
+    hits = [f for f in found if f.kind == "acceptance_regression"]
+    return {
+        "seed": seed,
+        "detected": any(f.deployment == "main" and f.segment == {"task": "code"} for f in hits),
+        "reported": [f"{f.deployment} {f.segment}" for f in hits],
+        "false_alarms": [
+            f"{f.kind} {f.deployment} {f.segment}"
+            for f in found
+            if f.kind in ALARM_KINDS and not (f.deployment == "main" and f.segment == {"task": "code"})
+        ],
+        "realised_drop": before - after,
+        "requests_before": n_before,
+        "requests_after": n_after,
+    }
+
+
+def calibrate(
+    seeds: range, requests: int, power_requests: int, drop: float, code_shares: list[float]
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        healthy = [healthy_run(folder, s, requests) for s in seeds]
+        power = {
+            share: [power_run(folder, s, power_requests, drop, share) for s in seeds] for share in code_shares
+        }
+        seconds = time.perf_counter() - t0
+    n = len(healthy)
+    return {
+        "seeds": n,
+        "healthy_requests": requests,
+        "power_requests": power_requests,
+        "a1_drop": drop,
+        "false_alarm_rate": sum(bool(r["false_alarms"]) for r in healthy) / n,
+        "power": [
+            {
+                "code_share": share,
+                "mean_segment_requests": sum(r["requests_before"] + r["requests_after"] for r in runs) / n,
+                "mean_realised_drop": sum(r["realised_drop"] for r in runs) / n,
+                "detection_rate": sum(r["detected"] for r in runs) / n,
+                "false_alarm_rate": sum(bool(r["false_alarms"]) for r in runs) / n,
+            }
+            for share, runs in power.items()
+        ],
+        "seconds": seconds,
+        "runs": {"healthy": healthy, "power": {str(k): v for k, v in power.items()}},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--requests", type=int, default=6000, help="healthy fleet requests per run")
+    ap.add_argument("--power-requests", type=int, default=3000, help="power fleet requests per run")
+    ap.add_argument(
+        "--drop", type=float, default=0.075, help="first-position acceptance drop of the incident"
+    )
+    ap.add_argument("--code-share", type=float, nargs="+", default=[0.12, 0.6], help="segment shares of main")
+    ap.add_argument("--json", type=Path, help="write every run's result here")
+    args = ap.parse_args()
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    result = calibrate(seeds, args.requests, args.power_requests, args.drop, args.code_share)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    summary = {k: v for k, v in result.items() if k != "runs"}
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
