@@ -323,6 +323,8 @@ def test_query_list_and_unknown_names(run, store: Path) -> None:
 def test_sql_is_read_only_and_reports_errors_in_one_line(run, store: Path) -> None:
     write = run("sql", "delete from requests", "--db", store)
     assert write.exit_code == 3 and write.stderr.count("\n") == 1 and "read-only" in write.stderr
+    copy = run("sql", f"copy (select 1) to '{store.parent / 'leak.csv'}'", "--db", store)
+    assert copy.exit_code == 3 and not (store.parent / "leak.csv").exists()
     typo = run("sql", "selec 1", "--db", store)
     assert typo.exit_code == 3 and typo.stderr.startswith("error: sql:")
     missing = run("sql", "select 1", "--db", store.parent / "none.duckdb")

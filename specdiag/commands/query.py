@@ -83,8 +83,9 @@ def query(
 @_format_option
 @_out_option
 def sql(statement: str, db: str | None, fmt: str, out: Path | None) -> None:
-    """Run ad-hoc SQL against the store, opened read-only."""
+    """Run ad-hoc SQL against the store, opened read-only (no file reads or writes outside it either)."""
     con = connect(db, read_only=True)
+    con.execute("set enable_external_access = false")  # no COPY TO, ATTACH or reads of other files
     try:
         if fmt == "parquet":
             _write_parquet(queries.sql_arrow(con, statement), out)
