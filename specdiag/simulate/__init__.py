@@ -8,6 +8,7 @@ arguments give the same bytes. See docs/simulator.md for the model.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable
@@ -43,13 +44,16 @@ class Writer(Protocol):
 
 def build_fleet(
     scenario: str = "healthy",
-    config: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | Fleet | None = None,
     requests: int | None = None,
     days: float | None = None,
 ) -> Fleet:
     """The fleet of a named scenario or a TOML config, with requests / days overridden when given. Incidents of a
-    named scenario keep their place as a fraction of the range."""
-    fleet = load_config(config) if config is not None else named_scenario(scenario)
+    named scenario keep their place as a fraction of the range. config may also be a Fleet (used as is)."""
+    if isinstance(config, Fleet):
+        fleet = copy.deepcopy(config)
+    else:
+        fleet = load_config(config) if config is not None else named_scenario(scenario)
     if days is not None:
         if days <= 0:
             raise UsageError("--days must be > 0")
@@ -79,7 +83,7 @@ def _writer(fmt: str, out: IO[bytes], fleet: Fleet, pool: PromptPool, id_prefix:
 def simulate(
     out: str | os.PathLike[str],
     scenario: str = "healthy",
-    config: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | Fleet | None = None,
     requests: int | None = None,
     days: float | None = None,
     seed: int = 0,
@@ -99,7 +103,7 @@ def simulate(
     truth = ground_truth(fleet)
     rng = np.random.default_rng(seed)
     mix, pool = Mix.of(fleet), PromptPool()
-    tag = Path(config).stem if config is not None else scenario
+    tag = scenario if config is None else "fleet" if isinstance(config, Fleet) else Path(config).stem
     totals = np.zeros((len(fleet.deployments), 6), dtype=np.int64)
     partial = out.with_name(out.name + ".partial")
     done = 0
@@ -141,7 +145,7 @@ def _summary(
     fmt: str,
     seed: int,
     scenario: str | None,
-    config: str | os.PathLike[str] | None,
+    config: str | os.PathLike[str] | Fleet | None,
 ) -> dict[str, Any]:
     names = ("requests", "control_requests", "steps", "verify_steps", "drafted", "accepted")
     per_dep = {
@@ -161,7 +165,7 @@ def _summary(
         "version": 1,
         "seed": seed,
         "scenario": scenario,
-        "config": str(config) if config is not None else None,
+        "config": None if config is None else "<Fleet>" if isinstance(config, Fleet) else str(config),
         "format": fmt,
         "output": {"lines": writer.lines, "intervals": getattr(writer, "intervals", None), **engine},
         "generated": {**generated, "by_deployment": per_dep},

@@ -10,8 +10,10 @@ have h < 1). The reach probability P_k = prod_{i<=k} a_i is P(accepted >= k) for
 E = 1 + sum_{k=1..tau} P_k tokens (Leviathan et al. 2023 Eq. 1 for constant a_i).
 
 What a store query measures is *pooled* over steps, and a request of difficulty h contributes E[N | h] steps, where
-N = steps to emit L tokens. Renewal theory gives E[N | h] ~= L / mu + E[X^2] / (2 mu^2) with X = accepted + 1 the
-tokens of one step and mu = E[X]. So the pooled reach probability is sum_h w(h) P_k(h) / sum_h w(h) with
+N = steps to emit at least L tokens. Wald's identity gives E[N] = E[S_N] / mu with X = accepted + 1 the tokens of one
+step, mu = E[X] and S_N the tokens emitted; for a lattice renewal process S_N - (L - 1) has (for L >> mu) the
+stationary law P(k) = P(X >= k) / mu, so E[S_N] = L - 1 + E[X (X + 1)] / (2 mu) and
+E[N | h] ~= (L - 1) / mu + E[X^2 + X] / (2 mu^2). So the pooled reach probability is sum_h w(h) P_k(h) / sum_h w(h) with
 w(h) = E[N | h], evaluated by quadrature over the Beta quantiles of h. The pooled conditional acceptance is the ratio
 of consecutive pooled reach probabilities.
 """
@@ -65,7 +67,7 @@ def step_weighted_reach(
     second = np.cumsum(
         full * (2 * np.arange(MAX_POSITIONS + 1) + 1), axis=1
     )  # E[X^2] = sum_k (2k+1) P(X > k)
-    w = mean_output_tokens / mu + second / (2 * mu**2)  # (n, 17 taus)
+    w = (mean_output_tokens - 1) / mu + (second + mu) / (2 * mu**2)  # E[N | h], (n, 17 taus)
     return np.einsum("nt,nk->tk", w, full) / n, w.mean(axis=0)  # einsum: no BLAS threads for a tiny product
 
 
