@@ -121,11 +121,13 @@ def write_trace_rows(
     known = _stored(con, "requests", first.select("request_id"))
     new_requests = first.join(known, on="request_id", how="anti")
     # nested steps of the requests stored now (matched by line: a repeated id on a later line is a duplicate)
-    nested = steps.filter(~pl.col("flat")).join(
-        new_requests.select("request_id", "line"), on=["request_id", "line"], how="semi"
-    )
-    candidates = pl.concat([nested, steps.filter("flat")])
-    if candidates.select(pl.struct("request_id", "step").is_duplicated().any()).item():
+    nested = steps.filter(~pl.col("flat"))
+    if len(new_requests) < len(requests):
+        nested = nested.filter(pl.col("line").is_in(new_requests["line"].implode()))
+    flat = steps.filter("flat")
+    candidates = pl.concat([nested, flat])
+    # nested steps are unique per request (the validator sees to it): only flat lines can repeat a key
+    if len(flat) and candidates.select(pl.struct("request_id", "step").is_duplicated().any()).item():
         candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
     # ids with steps already stored (flat lines of an earlier file): keep only their new steps, recompute totals
     with_steps = _stored(con, "steps", candidates.select("request_id").unique())

@@ -212,11 +212,14 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
         _extra_json(df, known_top).alias("extra"),
     )
 
-    # nested steps: one row per step, checked the same way, then folded back onto their request's row
-    nested = df.filter(is_req & pl.col("steps").is_not_null() & (pl.col("steps").list.len() > 0))
-    nested = nested.select("request_id", "line", "_row", pl.col("steps")).explode("steps")
-    step_dtype = nested.schema["steps"]
-    if isinstance(step_dtype, pl.Struct) and len(nested):
+    # nested steps: one row per step, checked the same way; a bad step (or a repeated index) marks its request
+    nested = (
+        df.select("request_id", "line", "_row", "steps", is_req.alias("_req"))
+        .filter(pl.col("_req") & pl.col("steps").is_not_null() & (pl.col("steps").list.len() > 0))
+        .drop("_req")
+        .explode("steps")
+    )
+    if isinstance(nested.schema["steps"], pl.Struct) and len(nested):
         nested = nested.with_columns(pl.col("steps").is_null().alias("_null_step")).unnest("steps")
         sp = set(nested.columns)
         s_ts, s_ts_ok = (
@@ -230,24 +233,23 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
             .alias("_ok"),
             _extra_json(nested, known_step).alias("extra"),
         )
-        per_row = nested.group_by("_row").agg(
-            (pl.col("_ok").all() & (pl.col("step").n_unique() == pl.len())).alias("_steps_ok")
-        )
-        df = df.join(per_row, on="_row", how="left").with_columns(
-            (pl.col("_ok") & pl.col("_steps_ok").fill_null(True)).alias("_ok")
+        bad_nested = nested.filter(~pl.col("_ok") | pl.struct("_row", "step").is_duplicated())["_row"]
+        df = df.with_columns(
+            (pl.col("_ok") & ~pl.col("_row").is_in(bad_nested.unique().implode())).alias("_ok")
         )
     else:
         nested = pl.DataFrame(schema={**STEP_SCHEMA, "_row": pl.Int64})
 
-    ok_rows = df.filter("_ok")
-    requests = ok_rows.filter(is_req).select(_select(REQUEST_SCHEMA, ok_rows))
-    bad_rows = df.filter(~pl.col("_ok"))["_row"]
-    good_nested = nested.join(ok_rows.filter(is_req).select("_row"), on="_row", how="semi")
-    good_nested = good_nested.with_columns(pl.lit(False).alias("flat"))
-    flat = ok_rows.filter(is_step).with_columns(pl.lit(True).alias("flat"))
-    steps = pl.concat(
-        [good_nested.select(_select(STEP_SCHEMA, good_nested)), flat.select(_select(STEP_SCHEMA, flat))]
+    kinds = df.select(
+        "_row", "_ok", is_req.fill_null(False).alias("_req"), is_step.fill_null(False).alias("_step")
     )
+    bad_rows = kinds.filter(~pl.col("_ok"))["_row"]
+    requests = df.filter(kinds["_ok"] & kinds["_req"]).select(_select(REQUEST_SCHEMA, df))
+    flat = df.filter(kinds["_ok"] & kinds["_step"]).with_columns(pl.lit(True).alias("flat"))
+    if len(bad_rows):
+        nested = nested.filter(~pl.col("_row").is_in(bad_rows.implode()))
+    nested = nested.with_columns(pl.lit(False).alias("flat"))
+    steps = pl.concat([nested.select(_select(STEP_SCHEMA, nested)), flat.select(_select(STEP_SCHEMA, flat))])
     need = np.zeros(len(df), dtype=bool)
     need[bad_rows.to_numpy()] = True
     return requests, steps, need

@@ -18,6 +18,7 @@ from specdiag.ingest import ingest_paths
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "traces"
+TRACE_EXAMPLES = [EXAMPLES / n for n in ("flat-steps.jsonl", "nested-steps.jsonl", "token-detail.jsonl.gz")]
 KEYS = ("files", "requests", "steps", "rejected", "duplicates", "blank")
 
 
@@ -65,7 +66,7 @@ def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_examples_ingest_with_zero_rejects(run: Any, db: Path) -> None:
-    out = ingest_json(run, EXAMPLES, "--db", db)
+    out = ingest_json(run, *TRACE_EXAMPLES, "--db", db)
     assert set(KEYS) <= set(out)
     assert out["files"] == 3 and out["rejected"] == 0 and out["duplicates"] == 0
     assert out["requests"] == query(db, "select count(*) from requests")[0][0] == 23
@@ -147,9 +148,11 @@ def test_duplicates_first_write_wins(run: Any, db: Path, tmp_path: Path) -> None
 def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.jsonl.gz"
     copy.write_bytes(gzip.compress((EXAMPLES / "nested-steps.jsonl").read_bytes()))
-    ingest_json(run, EXAMPLES, "--db", db)
+    ingest_json(run, *TRACE_EXAMPLES, "--db", db)
     before = dump(db)
-    again = ingest_json(run, EXAMPLES, copy, "--db", db)  # same content, compressed, under another name
+    again = ingest_json(
+        run, *TRACE_EXAMPLES, copy, "--db", db
+    )  # same content, compressed, under another name
     assert again["skipped"] == 4 and again["requests"] == again["steps"] == again["rejected"] == 0
     assert dump(db) == before
     assert query(db, "select count(*) from ingest_ledger") == [(3,)]
