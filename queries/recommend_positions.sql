@@ -5,7 +5,7 @@
 --   windows of deployments that have no request records, contribute the same counts.
 -- grain: one row per unit (request, or engine window) and draft position
 -- params: max_pos (integer, default 16): positions 1..max_pos are counted
--- columns: unit_id, deployment, position, at_risk, accepted
+-- columns: unit_id, unit_key, deployment, position, at_risk, accepted
 with params as (
     select coalesce(getvariable('max_pos')::integer, 16) as max_pos
 ),
@@ -47,12 +47,13 @@ from_request_records as (
     where r.accepted_per_position is not null
       and r.verify_steps > 0
       and p.position <= least(r.tau, len(r.accepted_per_position))
-      and not exists (select 1 from steps as s where s.request_id = r.request_id)
+      and r.request_id not in (select request_id from step_counts)
 ),
 
 from_windows as (
     select
         'window:' || coalesce(w.file_id, '') || ':' || coalesce(cast(w.line as varchar), '') as unit_id,
+        -1 - w.rowid as unit_key,  -- windows get negative keys, requests their row id
         w.deployment,
         p.position,
         case when p.position = 1 then w.verify_steps
@@ -67,11 +68,11 @@ from_windows as (
 ),
 
 final as (
-    select u.unit_id, r.deployment, u.position, u.at_risk, u.accepted
+    select u.unit_id, r.rowid as unit_key, r.deployment, u.position, u.at_risk, u.accepted
     from (select * from from_steps union all select * from from_request_records) as u
     join requests as r on r.request_id = u.unit_id
     union all
-    select unit_id, deployment, position, at_risk, accepted from from_windows
+    select unit_id, unit_key, deployment, position, at_risk, accepted from from_windows
 )
 
 select * from final

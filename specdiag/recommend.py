@@ -75,44 +75,48 @@ def _check_by(by: Sequence[str]) -> tuple[str, ...]:
 def _unit_counts(
     con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
 ) -> dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]]:
-    """(deployment, *segment) -> (at_risk, accepted), each (units, max_pos): position counts per request."""
+    """(deployment, *segment) -> (at_risk, accepted), each (units, max_pos): position counts per request.
+
+    The per-request rows land in a temporary table; only integer columns cross into numpy (no per-row strings),
+    and the segment keys come back once per group.
+    """
     query = find_query("recommend_positions")
     keys = ["u.deployment", *(f"r.{c}" for c in by)]  # c is from SEGMENT_COLUMNS
-    join = "join requests as r on r.request_id = u.unit_id" if by else ""
-    sql = f"""
-        with u as ({query.sql})
-        select dense_rank() over (order by {", ".join(keys)}) - 1 as grp,
-               dense_rank() over (partition by {", ".join(keys)} order by u.unit_id) - 1 as unit,
-               u.position, u.at_risk, u.accepted, {", ".join(keys)}
-        from u {join}
-        order by grp
-    """
+    names = ["deployment", *by]
+    join = "join requests as r on r.rowid = u.unit_key" if by else ""
     with bound(con, query, {"max_pos": str(max_pos)}):
-        cols = con.execute(sql).fetchnumpy()
+        con.execute(
+            f"""
+            create or replace temp table recommend_units as
+            with u as ({query.sql})
+            select dense_rank() over (order by {", ".join(keys)}) - 1 as grp,
+                   {", ".join(f"{k} as {n}" for k, n in zip(keys, names))},
+                   u.unit_key, u.position, u.at_risk, u.accepted
+            from u {join}
+            """
+        )
+    try:
+        groups = con.execute(
+            f"select distinct grp, {', '.join(names)} from recommend_units order by grp"
+        ).fetchall()
+        cols = con.execute(
+            "select grp, unit_key, position, at_risk, accepted from recommend_units order by grp"
+        ).fetchnumpy()
+    finally:
+        con.execute("drop table if exists recommend_units")
     out: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
     grp = np.asarray(cols["grp"], dtype=np.int64)
-    if grp.size == 0:
-        return out
-    names = ["deployment", *by]
-    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
-    ends = np.r_[starts[1:], grp.size]
-    for lo, hi in zip(starts, ends):
-        key = tuple(_scalar(cols[n][lo]) for n in names)
-        unit = np.asarray(cols["unit"][lo:hi], dtype=np.int64)
+    starts = np.searchsorted(grp, np.arange(len(groups)), side="left")
+    ends = np.searchsorted(grp, np.arange(len(groups)), side="right")
+    for (_, *key), lo, hi in zip(groups, starts, ends):
+        _, unit = np.unique(np.asarray(cols["unit_key"][lo:hi], dtype=np.int64), return_inverse=True)
         pos = np.asarray(cols["position"][lo:hi], dtype=np.int64) - 1
         at_risk = np.zeros((int(unit.max()) + 1, max_pos))
         accepted = np.zeros_like(at_risk)
         np.add.at(at_risk, (unit, pos), np.asarray(cols["at_risk"][lo:hi], dtype=float))
         np.add.at(accepted, (unit, pos), np.asarray(cols["accepted"][lo:hi], dtype=float))
-        out[key] = (at_risk, accepted)
+        out[tuple(key)] = (at_risk, accepted)
     return out
-
-
-def _scalar(value: Any) -> Any:
-    """numpy scalar or masked value -> plain Python (None for SQL null)."""
-    if value is np.ma.masked:
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 def _current_tau(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
