@@ -196,13 +196,15 @@ def _what_if(
     if alpha is None or cost is None or tau == 0:
         return None
     tokens = totals["emitted_tokens"]
-    outside = totals["outside_ms"] or 0.0
+    outside = totals["outside_ms"]
     off = _decode_ms(tokens, 0, alpha, cost, batch)
     curve = {t: _decode_ms(tokens, t, alpha, cost, batch) for t in range(MAX_TAU + 1)}
     best = min(curve, key=lambda t: (round(curve[t], 9), t))
 
     def scenario(t: int) -> dict[str, Any]:
-        return {"tau": t, "decode_ms": curve[t], "latency_ms": outside + curve[t], "speedup": off / curve[t]}
+        # latency = observed time outside the decode loop (unchanged) + modelled decode time; null when unknown
+        latency = None if outside is None else outside + curve[t]
+        return {"tau": t, "decode_ms": curve[t], "latency_ms": latency, "speedup": off / curve[t]}
 
     return {"current": scenario(tau), "recommended": scenario(best), "speculation_off": scenario(0)}
 

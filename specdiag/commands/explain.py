@@ -13,7 +13,7 @@ from specdiag.commands.query import print_table
 from specdiag.errors import UsageError
 from specdiag.explain import explain_request, worst_requests
 from specdiag.options import db_option, json_option
-from specdiag.output import emit_json, out_console
+from specdiag.output import emit_json
 from specdiag.store import connect
 
 
@@ -53,6 +53,10 @@ def _f(value: Any, fmt: str = ".2f", suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def _sum(*values: float | None) -> float | None:
+    return None if all(v is None for v in values) else sum(v or 0.0 for v in values)
+
+
 def _render_one(e: dict[str, Any]) -> None:
     r, t = e["request"], e["totals"]
     header = Text(
@@ -80,10 +84,15 @@ def _render_one(e: dict[str, Any]) -> None:
         f"totals: {t['steps']} steps, {t['emitted_tokens']} tokens, {_f(t['mean_acceptance_length'])} tokens per "
         f"verify step, acceptance rate {_f(t['acceptance_rate'])}, alpha {_f(e['alpha'])}",
         f"time: latency {_f(t['latency_ms'], '.0f', ' ms')} = drafting {_f(t['draft_share'], '.0%')} + verifying "
-        f"{_f(t['verify_share'], '.0%')} + outside {_f(t['outside_share'], '.0%')}",
+        f"{_f(t['verify_share'], '.0%')} + outside {_f(t['outside_share'], '.0%')}"
+        if t["latency_ms"] is not None
+        else f"time (no latency logged): steps {_f(_sum(t['draft_ms'], t['verify_ms']), '.0f', ' ms')} = drafting "
+        f"{_f(t['draft_share'], '.0%')} + verifying {_f(t['verify_share'], '.0%')}",
         f"per token: {_f(t['decode_ms_per_token'])} ms decode vs {_f(c['ms_per_token'])} ms for tau = 0 control "
         f"({c['steps']} steps, batch {_f(c['batch_min'])}-{_f(c['batch_max'])}"
-        f"{'' if c['batch_matched'] else ', not batch-matched'}): {_f(t['observed_speedup'])}x",
+        f"{'' if c['batch_matched'] else ', not batch-matched'}): {_f(t['observed_speedup'])}x"
+        if c["steps"]
+        else f"per token: {_f(t['decode_ms_per_token'])} ms decode; no tau = 0 control traffic to compare with",
     ]
     v = e["verdict"]
     verdict = Text.assemble(("verdict: ", "bold"), (v["kind"], "bold red"), f"  {v['summary']}")
@@ -98,7 +107,8 @@ def _render_one(e: dict[str, Any]) -> None:
         ):
             s = w[key]
             what_if.append(
-                f"  {label:<12} tau {s['tau']:>2}: decode {s['decode_ms']:.0f} ms, latency {s['latency_ms']:.0f} ms, "
+                f"  {label:<12} tau {s['tau']:>2}: decode {s['decode_ms']:.0f} ms, "
+                f"latency {_f(s['latency_ms'], '.0f', ' ms')}, "
                 f"{s['speedup']:.2f}x vs target alone"
             )
     rejected = e["rejected_tokens"]
@@ -114,7 +124,7 @@ def _render_one(e: dict[str, Any]) -> None:
         parts += [Text("what if (modelled):"), *(Text(line) for line in what_if)]
     if reject_lines:
         parts += [Text("rejected draft tokens (q draft, p target):"), *(Text(line) for line in reject_lines)]
-    out_console.print(Group(*parts))
+    print_table(Group(*parts))
 
 
 def _render_worst(results: list[dict[str, Any]]) -> None:

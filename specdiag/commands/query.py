@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -150,7 +150,7 @@ def _write_parquet(table: Any, out: Path | None) -> None:
     message(f"wrote {table.num_rows} rows to {out}")
 
 
-def print_table(table: Table) -> None:
+def print_table(table: RenderableType) -> None:
     """A table is the data on stdout: in a terminal fit the screen, in a pipe never squeeze it to 80 columns."""
     console = out_console if out_console.is_terminal else Console(file=sys.stdout, width=1000)
     console.print(table)
