@@ -1,10 +1,12 @@
 -- name: diagnose_segments
 -- description: per segment and hour, the sufficient statistics of request-clustered ratios (acceptance, quality,
 --   shadow-match rate, decode ms per output token) of speculative traffic (tau > 0). diagnose reads it to find
---   change points and compare windows; every rate is sum(num) / sum(den) over requests.
--- grain: one row per (deployment, dimension, value, hour); dimension 'deployment' (value '*') is the whole deployment
+--   change points and compare windows; every rate is sum(num) / sum(den) over requests. Series are per tau:
+--   acceptance_rate falls mechanically with a larger tau, so it is only compared between requests of the same tau.
+-- grain: one row per (deployment, tau, dimension, value, hour); dimension 'deployment' (value '*') is the whole
+--   deployment at that tau
 -- params: none
--- columns: deployment, dimension, value, hour, n, accepted, drafted, aa, ad, dd (acceptance sums: a = accepted,
+-- columns: deployment, tau, dimension, value, hour, n, accepted, drafted, aa, ad, dd (acceptance sums: a = accepted,
 --   d = drafted per request), q_n, q_sum, q_sq (quality), s_n, s_sum (shadow_match as 0/1), t_n, tok, ms, tt, tm, mm
 --   (decode ms per output token: d = output_tokens, a = decode_ms), verify_steps, output_tokens
 with step_totals as (
@@ -84,6 +86,7 @@ spec as (
 grouped as (
     select
         deployment,
+        tau,
         case
             when grouping(task) = 0 then 'task'
             when grouping(target_model) = 0 then 'target_model'
@@ -117,13 +120,13 @@ grouped as (
         sum(output_tokens)::double as output_tokens
     from spec
     group by grouping sets (
-        (deployment, hour),
-        (deployment, task, hour),
-        (deployment, target_model, hour),
-        (deployment, draft_model, hour),
-        (deployment, temperature_bucket, hour),
-        (deployment, batch_bucket, hour),
-        (deployment, prompt_length_bucket, hour)
+        (deployment, tau, hour),
+        (deployment, tau, task, hour),
+        (deployment, tau, target_model, hour),
+        (deployment, tau, draft_model, hour),
+        (deployment, tau, temperature_bucket, hour),
+        (deployment, tau, batch_bucket, hour),
+        (deployment, tau, prompt_length_bucket, hour)
     )
 ),
 
@@ -131,4 +134,4 @@ final as (
     select * from grouped
 )
 
-select * from final order by deployment, dimension, value, hour
+select * from final order by deployment, tau, dimension, value, hour

@@ -35,6 +35,7 @@ METRICS: dict[str, tuple[str, str, str, str, str, str]] = {
 @dataclass(frozen=True)
 class Segment:
     deployment: str
+    tau: int  # series are per tau: acceptance_rate is only comparable at the same tau
     dimension: str
     value: str
 
@@ -62,8 +63,9 @@ class SegmentTest:
 
 def series(frame: pl.DataFrame) -> Iterator[tuple[Segment, pl.DataFrame]]:
     """Each segment's hourly rows, sorted by hour."""
-    for key, rows in frame.sort("hour").group_by(["deployment", "dimension", "value"], maintain_order=True):
-        yield Segment(str(key[0]), str(key[1]), str(key[2])), rows
+    keys = ["deployment", "tau", "dimension", "value"]
+    for key, rows in frame.sort("hour").group_by(keys, maintain_order=True):
+        yield Segment(str(key[0]), int(key[1]), str(key[2]), str(key[3])), rows
 
 
 def sums(rows: pl.DataFrame, metric: str) -> Ratio:
@@ -105,7 +107,8 @@ def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]
     for key, rows in cfg.group_by("deployment"):
         start: datetime = rows["first_seen"].min()  # type: ignore[assignment]
         firsts = (
-            rows.filter(pl.col("setting").is_in(list(SETTINGS)))
+            # a tau change needs no test: series are per tau
+            rows.filter(pl.col("setting").is_in([x for x in SETTINGS if x != "tau"]))
             .group_by(["setting", "value"])
             .agg(pl.col("first_seen").min())
             .filter(pl.col("first_seen") > start + timedelta(hours=1))["first_seen"]
@@ -142,7 +145,8 @@ def detect(
             p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
             p_cfg = min(1.0, p_cfg * len(splits[seg.deployment]))
             p_scan = best.p_value if best is not None else 1.0
-            if best is None or p_cfg < p_scan:
+            # report the configuration change's split when it is at least as good as the scan's, or strong alone
+            if best is None or p_cfg <= p_scan or p_cfg <= 1e-3:
                 best = SegmentTest(seg, split, c, p_cfg, rows["hour"].to_numpy(), rows, before_end=before_end)
             best.p_value = min(1.0, 2.0 * min(p_cfg, p_scan))
         if best is not None:

@@ -46,9 +46,9 @@ def complement(parent: SegmentTest, child: SegmentTest, metric: str = "acceptanc
 def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentTest, dict[str, Any]]]:
     """The segments to report and, for each, what the rest of its deployment did."""
     chosen: list[tuple[SegmentTest, dict[str, Any]]] = []
-    by_dep: dict[str, list[SegmentTest]] = {}
+    by_dep: dict[tuple[str, int], list[SegmentTest]] = {}
     for t in tests:
-        by_dep.setdefault(t.segment.deployment, []).append(t)
+        by_dep.setdefault((t.segment.deployment, t.segment.tau), []).append(t)
     for group in by_dep.values():
         parent = next((t for t in group if t.segment.dimension == "deployment"), None)
         children = [t for t in group if t.segment.dimension != "deployment" and material(t, sign)]
@@ -144,6 +144,7 @@ def findings(tests: list[SegmentTest], cfg: pl.DataFrame, searched: bool = True)
         )
         evidence = {
             "metric": "acceptance_rate",
+            "tau": seg.tau,
             **_cmp_json(c),
             "p_value": t.p_value,
             "q_value": t.q_value,
