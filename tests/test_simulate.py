@@ -241,3 +241,8 @@ def test_simulate_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_refuses_a_missing_output_folder(run, tmp_path: Path) -> None:
+    result = run("simulate", "--out", tmp_path / "nowhere" / "x.jsonl", "--requests", 10)
+    assert result.exit_code == 3 and "does not exist" in result.stderr

@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from specdiag.errors import UsageError
+from specdiag.errors import InputError, UsageError
 from specdiag.simulate.config import Fleet, load_config
 from specdiag.simulate.engines import PrometheusWriter, SglangWriter, VllmWriter
 from specdiag.simulate.generate import Block, generate_block
@@ -106,20 +106,26 @@ def simulate(
     tag = scenario if config is None else "fleet" if isinstance(config, Fleet) else Path(config).stem
     totals = np.zeros((len(fleet.deployments), 6), dtype=np.int64)
     partial = out.with_name(out.name + ".partial")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
     done = 0
-    with _progress(progress, fleet.requests) as advance, open(partial, "wb") as fh:
-        writer = _writer(fmt, fh, fleet, pool, f"s{seed}-{tag}")
-        steps_done = 0
-        for t in arrival_blocks(fleet, fleet.requests, rng, BLOCK_REQUESTS):
-            block = generate_block(fleet, t, done, rng, mix, pool)
-            writer.write(block)
-            _count(totals, block)
-            done += len(t)
-            steps_done += len(block.step)
-            advance(len(t))
-            if on_block is not None:
-                on_block(done, steps_done)
-        writer.close()
+    try:
+        with _progress(progress, fleet.requests) as advance, open(partial, "wb") as fh:
+            writer = _writer(fmt, fh, fleet, pool, f"s{seed}-{tag}")
+            steps_done = 0
+            for t in arrival_blocks(fleet, fleet.requests, rng, BLOCK_REQUESTS):
+                block = generate_block(fleet, t, done, rng, mix, pool)
+                writer.write(block)
+                _count(totals, block)
+                done += len(t)
+                steps_done += len(block.step)
+                advance(len(t))
+                if on_block is not None:
+                    on_block(done, steps_done)
+            writer.close()
+    except BaseException:
+        partial.unlink(missing_ok=True)  # no half-written output (Ctrl-C, disk full)
+        raise
     os.replace(partial, out)
     truth.update(_summary(fleet, totals, writer, fmt, seed, scenario if config is None else None, config))
     Path(f"{out}.truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
