@@ -23,6 +23,7 @@ from specdiag.traceformat import (
     EPOCH_MAX_S,
     FLAT_STEP_FIELDS,
     FLAT_STEP_REQUIRED,
+    INT32_MAX,
     REQUEST_FIELDS,
     REQUEST_REQUIRED,
     STEP_FIELDS,
@@ -163,6 +164,11 @@ def _extra_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
     return pl.when(body != "").then("{" + body + "}").otherwise(None)
 
 
+def _non_null(df: pl.DataFrame) -> set[str]:
+    """Columns with at least one value: checks on the others are skipped (null passes every range check)."""
+    return {c for c in df.columns if df[c].null_count() < len(df)}
+
+
 def _fields_ok(fields: dict[str, tuple[str, Any]], required: tuple[str, ...], present: set[str]) -> pl.Expr:
     ok = pl.lit(True)
     for name in required:
@@ -189,7 +195,7 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
     df = df.with_columns(
         pl.Series("line", lines, pl.Int64), pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
     )
-    present = set(df.columns)
+    present = _non_null(df)
     event = pl.col("event").fill_null("request") if "event" in present else pl.lit("request")
     is_req, is_step = event == "request", event == "step"
 
@@ -221,7 +227,7 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
     )
     if isinstance(nested.schema["steps"], pl.Struct) and len(nested):
         nested = nested.with_columns(pl.col("steps").is_null().alias("_null_step")).unnest("steps")
-        sp = set(nested.columns)
+        sp = _non_null(nested)
         s_ts, s_ts_ok = (
             ts_us("ts", nested.schema["ts"]) if "ts" in sp else (pl.lit(None, pl.Int64), pl.lit(True))
         )
@@ -233,7 +239,9 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
             .alias("_ok"),
             _extra_json(nested, known_step).alias("extra"),
         )
-        bad_nested = nested.filter(~pl.col("_ok") | pl.struct("_row", "step").is_duplicated())["_row"]
+        # a repeated step index within a request; rows with an out-of-range step are bad already
+        key = pl.col("_row") * (INT32_MAX + 1) + pl.col("step").clip(0, INT32_MAX)
+        bad_nested = nested.filter(~pl.col("_ok") | key.is_duplicated())["_row"]
         df = df.with_columns(
             (pl.col("_ok") & ~pl.col("_row").is_in(bad_nested.unique().implode())).alias("_ok")
         )
