@@ -127,12 +127,17 @@ class Clock:
         elif self.last_month is not None and month < self.last_month - 6:
             self.year += 1
         self.last_month = month
-        local = datetime.strptime(f"{self.year:04d}-{month:02d}-{day:02d} {hms}", "%Y-%m-%d %H:%M:%S")
-        return self.to_utc(local + _fraction(frac))
+        return self.to_utc(_local(self.year, month, day, hms, frac))
 
     def with_year(self, date: str, hms: str, frac: str | None) -> datetime:
-        local = datetime.strptime(f"{date} {hms}", "%Y-%m-%d %H:%M:%S")
-        return self.to_utc(local + _fraction(frac))
+        year, month, day = (int(part) for part in date.split("-"))
+        return self.to_utc(_local(year, month, day, hms, frac))
+
+
+def _local(year: int, month: int, day: int, hms: str, frac: str | None) -> datetime:
+    """`HH:MM:SS` (matched as digits by the envelope) and an optional fraction; ValueError for an impossible date."""
+    hour, minute, second = (int(part) for part in hms.split(":"))
+    return datetime(year, month, day, hour, minute, second) + _fraction(frac)
 
 
 def _fraction(frac: str | None) -> timedelta:
