@@ -128,3 +128,24 @@ def test_openmetrics_seconds_label_order_and_ranks() -> None:
     # the same series with its labels in another order is a repeat
     assert [r.line for r in parsed.rejects] == [4]
     assert parsed.samples[0]["ts"] == datetime(2026, 7, 20, 12)
+
+
+def _scrape(drafts: int, accepted: int, minute: int) -> list[dict]:
+    text = (
+        f'vllm:spec_decode_num_drafts_total{{model_name="m",engine="0"}} {drafts}\n'
+        f'vllm:spec_decode_num_accepted_tokens_total{{model_name="m",engine="0"}} {accepted}\n'
+    ).encode()
+    return prometheus.parse(lines_of(text), ctx("x.prom", mtime=datetime(2026, 7, 20, 12, minute))).samples
+
+
+def test_a_scrape_ingested_late_is_slotted_in_between() -> None:
+    con = _memory_store()
+    assert write_samples(con, _scrape(100, 150, 0), "a") == 1
+    assert write_samples(con, _scrape(300, 450, 2), "c") == 1
+    # the middle scrape arrives last: the 12:00 -> 12:02 window becomes 12:00 -> 12:01 and 12:01 -> 12:02
+    assert write_samples(con, _scrape(160, 250, 1), "b") == 1
+    rows = con.execute(
+        "select minute(end_ts), verify_steps, accepted, file_id from windows order by end_ts"
+    ).fetchall()
+    # since start: 100 / 150; then 160 - 100 = 60 / 250 - 150 = 100; then 300 - 160 = 140 / 450 - 250 = 200
+    assert rows == [(0, 100, 150, "a"), (1, 60, 100, "b"), (2, 140, 200, "c")]
