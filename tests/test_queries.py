@@ -100,10 +100,12 @@ def build_store(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-@pytest.fixture
-def store(db: Path) -> Path:
-    build_store(db).close()
-    return db
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the read-only tests of this module (tests that write build their own)."""
+    path = tmp_path_factory.mktemp("queries") / "store.duckdb"
+    build_store(path).close()
+    return path
 
 
 def _rows(store: Path, name: str, **params: str) -> list[dict]:
@@ -121,6 +123,7 @@ def test_every_query_header_parses_and_declares_its_columns(store: Path) -> None
         columns, _ = queries.run_query(con, q)
         assert q.description and q.grain
         assert columns == list(q.columns), q.name
+    con.close()
 
 
 def test_acceptance_by_segment_golden(store: Path) -> None:
@@ -145,6 +148,7 @@ def test_parameter_restricts_and_injection_matches_nothing(store: Path) -> None:
     assert _rows(store, "acceptance_by_segment", deployment="chat' or '1'='1") == []
     con = connect(store, read_only=True)
     assert con.execute("select count(*) from requests").fetchone() == (6,)
+    con.close()
 
 
 def test_injection_through_the_command_changes_nothing(run, store: Path) -> None:
@@ -239,8 +243,9 @@ def test_audits_pass_on_a_consistent_store(store: Path) -> None:
             assert _rows(store, q.name) == [], q.name
 
 
-def test_audits_catch_planted_inconsistencies(store: Path) -> None:
-    con = connect(store)
+def test_audits_catch_planted_inconsistencies(db: Path) -> None:
+    store = db
+    con = build_store(db)
     con.execute("update steps set accepted = 5 where request_id = 'r1' and step = 0")  # drafted 4
     con.execute("update requests set verify_steps = 3, drafted = 15, accepted = 9 where request_id = 'r1'")
     con.execute("delete from rejects where line = 9")  # the ledger still says 3 rejected

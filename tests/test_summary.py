@@ -83,7 +83,7 @@ def test_terminal_table_and_missing_store(run, store: Path, tmp_path: Path) -> N
     assert missing.exit_code == 4 and "no database" in missing.stderr
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(alpha=st.floats(0.05, 0.95), tau=st.integers(1, 8), steps=st.integers(20, 200))
 def test_alpha_recovers_the_iid_acceptance(alpha: float, tau: int, steps: int) -> None:
     """Steps whose MAL is the i.i.d. expectation (Leviathan et al. 2023 Eq. 1) give back alpha."""
