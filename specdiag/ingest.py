@@ -8,6 +8,8 @@ Every line lands in exactly one place, so that for each file
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import os
 import secrets
@@ -36,6 +38,7 @@ from specdiag.ingest_store import (
     begin_file,
     prepare_requests,
     redact_key,
+    stored_ids,
     update_totals,
     write_ledger,
     write_rejects,
@@ -206,7 +209,11 @@ def _ingest_engine(
         from specdiag.formats.samples import write_samples
 
         stats.windows += write_samples(con, parsed.samples, file_id)
-    stats.stored_lines = stats.lines - stats.blank - stats.other_lines - stats.rejected - stats.duplicates
+    # the parser's accounting: lines = used_lines + blank + rejects + other_lines (duplicates are among used_lines)
+    stats.stored_lines = parsed.used_lines - stats.duplicates
+    accounted = parsed.used_lines + parsed.blank + len(parsed.rejects) + parsed.other_lines
+    if accounted != stats.lines:
+        raise InputError(f"{stats.path}: the {name} parser accounted for {accounted} of {stats.lines} lines")
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -229,7 +236,7 @@ def _insert_dicts(
     unknown = sorted({k for r in rows for k in r} - set(allowed))
     if unknown:
         raise InputError(f"parser produced unknown {table} columns: {', '.join(unknown)}")
-    frame = pl.DataFrame([{n: r.get(n) for n in names} for r in rows], infer_schema_length=None)
+    frame = pl.DataFrame([{n: r.get(n) for n in names} for r in rows], infer_schema_length=None, strict=False)
     con.register("_in_rows", frame.to_arrow())
     try:
         # table and column names come from the schema (duckdb_columns), never from user input
@@ -246,24 +253,24 @@ def _write_engine_requests(
     con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], file_id: str, fmt: str, key: bytes | None
 ) -> tuple[int, int]:
     """Per-request engine records: first write wins by request_id. Returns (stored, duplicates)."""
-    seen: set[str] = set()
+    if not rows:
+        return 0, 0
+    ids = pl.DataFrame({"request_id": [str(r.get("request_id")) for r in rows]})
+    stored = set(stored_ids(con, "requests", ids.unique())["request_id"].to_list())
     fresh: list[dict[str, Any]] = []
     for row in rows:
-        rid = row.get("request_id")
-        if rid in seen:
+        rid = str(row.get("request_id"))
+        if rid in stored:
             continue
-        seen.add(str(rid))
-        if not con.execute("select 1 from requests where request_id = ?", [rid]).fetchall():
-            fresh.append({"source": fmt, **row})
-    if key is not None:
-        import hashlib
-        import hmac
-
-        for row in fresh:
-            for col in ("prompt", "output"):
-                if isinstance(row.get(col), str):
-                    row[f"{col}_hash"] = hmac.new(key, row[col].encode(), hashlib.sha256).hexdigest()
-                    row[f"{col}_chars"] = len(row[col])
+        stored.add(rid)
+        fresh.append({"source": fmt, **row})
+    for row in fresh:
+        for col in ("prompt", "output"):
+            text = row.get(col)
+            if isinstance(text, str):
+                row[f"{col}_chars"] = len(text)
+                if key is not None:
+                    row[f"{col}_hash"] = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
                     row[col] = None
     return _insert_dicts(con, "requests", fresh, file_id), len(rows) - len(fresh)
 

@@ -81,7 +81,7 @@ def begin_file(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create or replace temp table _touched (request_id varchar)")
 
 
-def _stored(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -> pl.DataFrame:
+def stored_ids(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``keys`` (one column, request_id) whose id is already in ``table`` (requests or steps).
 
     A hash semi-join: DuckDB builds on the block's few thousand ids and scans the stored id column once.
@@ -118,7 +118,7 @@ def write_trace_rows(
     """
     w = Written()
     first = requests.filter(pl.col("request_id").is_first_distinct())
-    known = _stored(con, "requests", first.select("request_id"))
+    known = stored_ids(con, "requests", first.select("request_id"))
     new_requests = first.join(known, on="request_id", how="anti")
     # nested steps of the requests stored now (matched by line: a repeated id on a later line is a duplicate)
     nested = steps.filter(~pl.col("flat"))
@@ -130,7 +130,7 @@ def write_trace_rows(
     if len(flat) and candidates.select(pl.struct("request_id", "step").is_duplicated().any()).item():
         candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
     # ids with steps already stored (flat lines of an earlier file): keep only their new steps, recompute totals
-    with_steps = _stored(con, "steps", candidates.select("request_id").unique())
+    with_steps = stored_ids(con, "steps", candidates.select("request_id").unique())
     if len(with_steps):
         con.register(
             "_cand",

@@ -97,6 +97,13 @@ def _summary(stats: IngestStats) -> None:
         markup=False,
         soft_wrap=True,
     )
+    formats: dict[str, int] = {}
+    for f in stats.per_file:
+        if not f.skipped:
+            formats[f.format] = formats.get(f.format, 0) + 1
+    if formats:
+        listed = ", ".join(f"{name} x{n}" for name, n in sorted(formats.items()))
+        err_console.print(f"formats: {listed}", highlight=False, markup=False, soft_wrap=True)
     notes = [
         f"{f.path}: skipped, {n}" if f.skipped else f"{f.path}: {n}" for f in stats.per_file for n in f.notes
     ]
