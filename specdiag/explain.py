@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from specdiag.costs import fit_costs
+from specdiag.costs import CostFit, fit_costs
 from specdiag.errors import InputError, UsageError
 from specdiag.speedup import MAX_TAU, CostModel, alpha_from_mal, expected_tokens_iid
 
@@ -51,8 +51,13 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def explain_request(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str, Any]:
-    """Everything `specdiag explain` shows for one request, as plain data (the --json output)."""
+def explain_request(
+    con: duckdb.DuckDBPyConnection, request_id: str, fits: dict[str, CostFit | None] | None = None
+) -> dict[str, Any]:
+    """Everything `specdiag explain` shows for one request, as plain data (the --json output).
+
+    fits: a cache of cost fits per deployment, shared across calls (``--worst N`` fits each deployment once).
+    """
     found = _fetch(
         con,
         "select request_id, source, ts, deployment, task, target_model, draft_model, tau, temperature,"
@@ -79,7 +84,10 @@ def explain_request(con: duckdb.DuckDBPyConnection, request_id: str) -> dict[str
     totals = _totals(steps, request["latency_ms"])
     tau = request["tau"] if request["tau"] is not None else max(s["drafted"] for s in steps)
     alpha = alpha_from_mal(totals["mean_acceptance_length"], tau) if totals["verify_steps"] else None
-    fit = fit_costs(con, request["deployment"])
+    fits = {} if fits is None else fits
+    if request["deployment"] not in fits:
+        fits[request["deployment"]] = fit_costs(con, request["deployment"])
+    fit = fits[request["deployment"]]
     cost = fit.model if fit is not None else None
     control = _control(con, request["deployment"], batch)
     totals["observed_speedup"] = (

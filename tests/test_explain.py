@@ -275,7 +275,8 @@ def test_simulated_incidents_get_their_verdicts(simulated: tuple[Path, dict]) ->
                 "select request_id from requests where deployment = ? and ts >= ? and tau > 0 order by ts limit 15",
                 [incident["deployment"], start],
             ).fetchall()
-            verdicts[name] = [explain_request(con, rid)["verdict"]["kind"] for (rid,) in ids]
+            fits: dict = {}
+            verdicts[name] = [explain_request(con, rid, fits)["verdict"]["kind"] for (rid,) in ids]
     finally:
         con.close()
     # tau raised to 12 on a draft whose acceptance decays: most of those requests should run at a smaller tau

@@ -34,7 +34,8 @@ def explain(
     con = connect(db, read_only=True)
     try:
         ids = [request_id] if request_id is not None else worst_requests(con, str(deployment), worst or 0)
-        results = [explain_request(con, rid) for rid in ids]
+        fits: dict[str, Any] = {}  # one cost fit per deployment
+        results = [explain_request(con, rid, fits) for rid in ids]
     finally:
         con.close()
     if as_json:
