@@ -31,7 +31,8 @@ from specdiag.speedup import MAX_TAU, CostModel, best_tau, speedup_curve
 # columns of `requests` that --by may name (identifiers are never taken from user text)
 SEGMENT_COLUMNS = ("task", "target_model", "draft_model", "temperature", "top_p", "acceptance", "source")
 CI_LEVEL = 0.95
-BOOT_CHUNK = 25  # bootstrap replicates per matrix product (bounds memory at BOOT_CHUNK x requests floats)
+BOOT_CHUNK = 25  # bootstrap replicates per matrix product
+BOOT_CELLS = 4_000_000  # at most this many replicate x request weights in memory at once (32 MB of floats)
 
 
 def analytic(
@@ -160,9 +161,10 @@ def bootstrap_curves(
 ) -> np.ndarray:
     """(n_boot, max_tau + 1) speedup curves from requests resampled with replacement (multinomial weights)."""
     units = at_risk.shape[0]
+    chunk = max(1, min(BOOT_CHUNK, BOOT_CELLS // max(units, 1)))
     curves = []
-    for start in range(0, n_boot, BOOT_CHUNK):
-        size = min(BOOT_CHUNK, n_boot - start)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
         weights = rng.multinomial(units, np.full(units, 1.0 / units), size=size).astype(float)
         cond, _, _ = hazard_matrix(weights @ at_risk, weights @ accepted, max_tau)
         curves.append(curve_speedups(cond, cost, batch_size, max_tau))
@@ -228,9 +230,10 @@ def _recommend_group(
         notes.append("alpha <= cost_ratio: speculation cannot help (Leviathan et al. 2023 Cor. 3.9)")
     if not fit.identified:
         notes.append("every timed step had the same tokens x batch size: verify cost assumed flat")
-    if est.n_estimated < max_tau:
+    if tau > est.n_estimated:
         notes.append(
-            f"positions beyond {est.n_estimated} extrapolated with a geometric tail (alpha {est.tail_alpha:.3f})"
+            f"tau {tau} rests on extrapolation: positions beyond {est.n_estimated} use a geometric tail "
+            f"(alpha {est.tail_alpha:.3f}); confirm with a canary at that tau"
         )
     return {
         "deployment": deployment,

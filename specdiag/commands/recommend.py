@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
 from specdiag import recommend as lib
@@ -103,32 +104,38 @@ def _segment(seg: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in seg.items()) or "all"
 
 
+def _values(seg: dict[str, Any]) -> str:
+    return " / ".join(str(v) for v in seg.values()) or "all"
+
+
 def _render_report(report: dict[str, Any]) -> None:
-    table = Table(title="tau recommendations")
-    for col in (
-        "deployment",
-        "segment",
-        "alpha",
-        "c",
-        "current tau",
-        "speedup",
-        "best tau",
-        "speedup",
-        "95% CI",
-        "gain",
-    ):
-        table.add_column(col, justify="left" if col in ("deployment", "segment") else "right")
+    table = Table(
+        title="tau recommendations: tau and speedup now > at the recommended tau", box=box.SIMPLE_HEAD
+    )
+    recs = report["recommendations"]
+    table.add_column("deployment", overflow="fold", min_width=11)
+    table.add_column(
+        " / ".join(recs[0]["segment"]) if recs and recs[0]["segment"] else "segment", overflow="fold"
+    )
+    for col in ("alpha", "c", "tau", "speedup", "95% CI", "gain"):
+        table.add_column(col, justify="right")
     for r in report["recommendations"]:
         if r.get("recommended_tau") is None:
-            table.add_row(r["deployment"], _segment(r["segment"]), *["-"] * 8)
+            table.add_row(
+                r["deployment"], _segment(r["segment"]), "-", "-", f"{r['current_tau']}>?", "-", "-", "-"
+            )
             continue
         lo, hi = r["ci"]
-        ci = "-" if lo is None else f"{lo:.2f}-{hi:.2f}"
         table.add_row(
-            r["deployment"], _segment(r["segment"]), f"{r['alpha']:.3f}", f"{r['cost_ratio']:.3f}",
-            str(r["current_tau"]), f"{r['current_speedup']:.2f}x", str(r["recommended_tau"]),
-            f"{r['expected_speedup']:.2f}x", ci, f"{100 * r['gain']:+.1f}%",
-        )  # fmt: skip
+            r["deployment"],
+            _values(r["segment"]),
+            f"{r['alpha']:.3f}",
+            f"{r['cost_ratio']:.3f}",
+            f"{r['current_tau']}>{r['recommended_tau']}",
+            f"{r['current_speedup']:.2f}>{r['expected_speedup']:.2f}",
+            "-" if lo is None else f"{lo:.2f}-{hi:.2f}",
+            f"{100 * r['gain']:+.1f}%",
+        )
     out_console.print(table)
     for r in report["recommendations"]:
         if r.get("tau_by_batch_size"):
