@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specdiag.diagnose import diagnose, load_findings, save_findings
 from specdiag.store import connect
@@ -361,3 +363,34 @@ def test_empty_store_has_no_findings(run, db: Path) -> None:
     connect(db).close()
     result = run("diagnose", "--db", db, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == {"findings": []}
+
+
+def test_diagnose_queries_share_one_request_definition() -> None:
+    """Every diagnose query normalises requests with the same `req` CTE (buckets, totals), so segments agree."""
+    from specdiag.resources import queries_dir
+
+    def req_cte(text: str) -> str:
+        return text[text.index("with step_totals as") : text.index("\n),\n", text.index("req as (")) + 3]
+
+    texts = [p.read_text() for p in sorted(queries_dir().glob("diagnose_*.sql"))]
+    assert len(texts) == 4 and len({req_cte(t) for t in texts}) == 1
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=400)),
+)
+def test_parse_range_round_trips(start: datetime, length: timedelta) -> None:
+    from specdiag.commands.diagnose import parse_range
+
+    end = start + length
+    assert parse_range(f"{start.isoformat()}..{end.isoformat()}", "--window") == (start, end)
+
+
+def test_parse_range_converts_offsets_to_utc() -> None:
+    from specdiag.commands.diagnose import parse_range
+
+    assert parse_range("2025-03-01T02:00+02:00..2025-03-01T03:00Z", "--window") == (
+        datetime(2025, 3, 1, 0, 0),
+        datetime(2025, 3, 1, 3, 0),
+    )

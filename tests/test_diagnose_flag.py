@@ -77,3 +77,22 @@ def test_flag_cli_writes_jsonl(run, diagnosed: Path, tmp_path: Path) -> None:
     assert len(lines) == 4 and "4 prompt records" in result.stderr
     missing = run("flag", "--db", diagnosed, "--finding", "999", "--out", out)
     assert missing.exit_code == 3 and missing.stderr.startswith("error: finding 999")
+
+
+def test_flag_refuses_segment_fields_outside_the_allow_list(diagnosed: Path) -> None:
+    con = connect(diagnosed)
+    con.execute(
+        "insert into findings values (99, now(), 'acceptance_regression', 'chat-eu', ?, 'low', 's', '{}', null)",
+        ['{"task = task or 1=1 --": "x"}'],
+    )
+    with pytest.raises(InputError, match="cannot filter on segment field"):
+        flag(con, finding_id=99)
+
+
+def test_flag_binds_segment_values(diagnosed: Path) -> None:
+    con = connect(diagnosed)
+    con.execute(
+        "insert into findings values (98, now(), 'acceptance_regression', 'chat-eu', ?, 'low', 's', '{}', null)",
+        ["{\"task\": \"code' or '1'='1\"}"],
+    )
+    assert flag(con, finding_id=98) == []

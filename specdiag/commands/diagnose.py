@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -25,10 +25,8 @@ def parse_range(text: str | None, option: str) -> Window | None:
         lo, hi = datetime.fromisoformat(start.strip()), datetime.fromisoformat(end.strip())
     except ValueError as exc:
         raise UsageError(f"{option} {text!r}: {exc}") from exc
-    lo, hi = (
-        t.replace(tzinfo=None) if t.tzinfo is None else t.astimezone(tz=None).replace(tzinfo=None)
-        for t in (lo, hi)
-    )
+    # aware times are converted to UTC; naive ones are taken as UTC already
+    lo, hi = (t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None) for t in (lo, hi))
     if hi <= lo:
         raise UsageError(f"{option} {text!r}: END must be after START")
     return lo, hi
