@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specdiag.explain import compress_steps, explain_request
 from specdiag.speedup import expected_tokens_iid
@@ -283,3 +285,25 @@ def test_simulated_incidents_get_their_verdicts(simulated: tuple[Path, dict]) ->
     assert max(set(verdicts["tau_misconfig"]), key=verdicts["tau_misconfig"].count) == "tau_too_high"
     # batch sizes x4: verifying tau + 1 tokens per sequence now dominates
     assert max(set(verdicts["batch_surge"]), key=verdicts["batch_surge"].count) == "verify_bound"
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=300))
+def test_step_table_keeps_every_step_in_order(pairs: list[tuple[int, int]]) -> None:
+    steps = [
+        {
+            "step": i,
+            "drafted": max(d, a),
+            "accepted": a,
+            "draft_ms": None,
+            "verify_ms": 1.0,
+            "batch_size": None,
+        }
+        for i, (d, a) in enumerate(pairs)
+    ]
+    table = compress_steps(steps)
+    assert sum(r["count"] for r in table) == len(steps)
+    assert len(table) <= 13  # HEAD + TAIL + MIDDLE_ROWS: one screen
+    firsts = [r["first_step"] for r in table]
+    assert firsts == sorted(firsts)
+    assert all(r["last_step"] - r["first_step"] + 1 == r["count"] for r in table)

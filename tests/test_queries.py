@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from specdiag import queries
 from specdiag.errors import InputError, UsageError
@@ -347,3 +349,12 @@ def test_dollar_placeholders_are_bound_from_typed_variables(tmp_path: Path) -> N
     con = duckdb.connect()
     assert queries.run_query(con, q, {"n": "4"})[1] == [(5, False)]
     assert queries.run_query(con, q)[1] == [(None, True)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(max_size=40))
+def test_any_parameter_value_is_data_never_sql(store: Path, value: str) -> None:
+    """Whatever text -p carries (quotes, semicolons, comments, unicode), it only selects a deployment."""
+    rows = _rows(store, "acceptance_by_segment", deployment=value)
+    assert all(r["deployment"] == value for r in rows)
+    assert bool(rows) == (value in ("chat", UNICODE_DEPLOYMENT))
