@@ -26,7 +26,7 @@ from specdiag.acceptance import conditional_acceptance, hazard_matrix
 from specdiag.costs import CostFit, all_cost_fits
 from specdiag.errors import UsageError
 from specdiag.queries import bound, find_query
-from specdiag.speedup import MAX_TAU, CostModel, best_tau, speedup_curve
+from specdiag.speedup import MAX_TAU, CostModel, alpha_from_mal, best_tau, expected_tokens, speedup_curve
 
 # columns of `requests` that --by may name (identifiers are never taken from user text)
 SEGMENT_COLUMNS = ("task", "target_model", "draft_model", "temperature", "top_p", "acceptance", "source")
@@ -222,11 +222,13 @@ def _recommend_group(
         for row in curve:
             row["ci"] = [float(lo[row["tau"]]), float(hi[row["tau"]])]
     current = min(current_tau, max_tau)
+    # alpha as in the glossary: the i.i.d. alpha whose Eq. (1) gives the modelled MAL at the current tau
+    alpha = alpha_from_mal(expected_tokens(est.cond_alpha, current), current) if current > 0 else est.alpha
     c = cost.cost_ratio(batch)
     notes = []
     if c >= policies.DRAFT_COST_FLAG:
         notes.append(f"the draft costs {c:.2f} of a target pass: not much cheaper than the target")
-    if est.alpha <= c:
+    if alpha <= c:
         notes.append("alpha <= cost_ratio: speculation cannot help (Leviathan et al. 2023 Cor. 3.9)")
     if not fit.identified:
         notes.append("every timed step had the same tokens x batch size: verify cost assumed flat")
@@ -242,7 +244,7 @@ def _recommend_group(
         "verify_steps": int(at_risk[:, 0].sum()),
         "current_tau": current,
         "recommended_tau": tau,
-        "alpha": est.alpha,
+        "alpha": alpha,
         "alpha_by_position": [float(a) for a in est.cond_alpha],
         "estimated_positions": est.n_estimated,
         "cost_ratio": c,

@@ -120,8 +120,9 @@ DECAY = np.array([0.92, 0.88, 0.84, 0.8, 0.78, 0.76, 0.74, 0.72] + [0.7] * 8)
 COST = CostModel(floor_ms=20.0, compute_ms=0.02, draft_ms_per_token=1.2)
 
 
-@pytest.fixture
-def fleet_db(db: Path) -> tuple[Path, list[Fleet]]:
+@pytest.fixture(scope="module")
+def fleet_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Fleet]]:
+    db = tmp_path_factory.mktemp("fleet") / "fleet.duckdb"
     rng = np.random.default_rng(7)
     fleets = [
         Fleet("chat-eu", DECAY, COST, tau=4, requests=400, heterogeneity=0.3, task="chat"),
