@@ -121,7 +121,7 @@ class TraceWriter:
             for head, lo, hi in zip(heads.to_list(), starts.tolist(), ends.tolist(), strict=True):
                 parts.append(head.encode("utf-8") + b',"steps":[')
                 parts.append(view[lo:hi])
-            self.out.write(b"".join(parts))
+            self.out.writelines(parts)
         else:
             self._emit(heads + "}", n)
             data, _ = render(
