@@ -165,7 +165,7 @@ def rank_drafts(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Several drafts for one target (segments that differ only in draft_model): rank by expected speedup."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for rec in recs:
-        if "draft_model" not in rec["segment"] or rec.get("recommended_tau") is None:
+        if "draft_model" not in rec["segment"]:
             continue
         rest = tuple(sorted((k, str(v)) for k, v in rec["segment"].items() if k != "draft_model"))
         groups[(rec["deployment"], rest)].append(rec)

@@ -269,13 +269,14 @@ def recommend_from_store(
     seed: int = 0,
     cost_ratio: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One recommendation per deployment and segment that has speculative steps (or engine windows).
+    """One recommendation per deployment and segment that has speculative steps (or engine windows) and costs.
 
     Costs come from replay's profile of the deployment's model pair, else from a least-squares fit over its timed
     steps; ``cost_ratio`` overrides both with free verification and c = cost_ratio. Deployments with neither are
-    reported with a note and no curve.
+    left out here (``recommend_report`` lists them under ``skipped``): every row has every key of the JSON output.
     """
-    return [_public(r) for r in _recommendations(con, _check_by(by), max_tau, n_boot, seed, cost_ratio)]
+    recs = _recommendations(con, _check_by(by), max_tau, n_boot, seed, cost_ratio)
+    return [_public(r) for r in recs if "_units" in r]
 
 
 def _recommendations(
@@ -307,8 +308,7 @@ def _recommendations(
                     "segment": segment,
                     "requests": int(at_risk.shape[0]),
                     "current_tau": current.get(key, 0),
-                    "recommended_tau": None,
-                    "notes": ["no draft and verify timings for this deployment: pass --cost C"],
+                    "reason": "no draft and verify timings for this deployment: pass --cost C",
                 }
             )
             continue
@@ -334,11 +334,15 @@ def recommend_report(
     cost_ratio: float | None = None,
     budget: int | None = None,
 ) -> dict[str, Any]:
-    """Everything `specdiag recommend --json` prints: recommendations, dynamic policies, drafts, budget."""
+    """Everything `specdiag recommend --json` prints: recommendations, skipped groups (no costs), dynamic policies,
+    drafts and, with a budget, the allocation."""
     by = _check_by(by)
     recs = _recommendations(con, by, max_tau, n_boot, seed, cost_ratio)
-    report: dict[str, Any] = {"recommendations": [_public(r) for r in recs]}
     scored = [r for r in recs if "_units" in r]
+    report: dict[str, Any] = {
+        "recommendations": [_public(r) for r in scored],
+        "skipped": [r for r in recs if "_units" not in r],
+    }
     report["policies"] = policies.evaluate_policies(con, scored, max_tau, seed)
     report["drafts"] = policies.rank_drafts(report["recommendations"])
     if budget is not None:

@@ -292,8 +292,11 @@ def test_deployment_without_timings_needs_a_cost(db: Path) -> None:
     con = connect(db)
     write_fleet(con, Fleet("untimed", DECAY, COST, tau=4, requests=50), np.random.default_rng(3))
     con.execute("update steps set draft_ms = null, verify_ms = null")
-    (rec,) = recommend_from_store(con, n_boot=0)
-    assert rec["recommended_tau"] is None and "pass --cost" in rec["notes"][0]
+    assert recommend_from_store(con, n_boot=0) == []  # every row it returns is complete
+    report = recommend_report(con, n_boot=0)
+    assert report["recommendations"] == []
+    (skipped,) = report["skipped"]
+    assert skipped["deployment"] == "untimed" and "pass --cost" in skipped["reason"]
     (given,) = recommend_from_store(con, n_boot=0, cost_ratio=0.05)
     con.close()
     assert given["costs"]["source"] == "given"

@@ -79,7 +79,9 @@ def recommend(
         )
     finally:
         con.close()
-    if not report["recommendations"]:
+    for skipped in report["skipped"]:
+        message(f"{skipped['deployment']} ({_segment(skipped['segment'])}): {skipped['reason']}")
+    if not report["recommendations"] and not report["skipped"]:
         message("no speculative steps or engine windows in the store: nothing to recommend")
     emit_json(report) if as_json else _render_report(report)
 
@@ -120,11 +122,6 @@ def _render_report(report: dict[str, Any]) -> None:
     for col in ("alpha", "c", "tau", "speedup", "95% CI", "gain"):
         table.add_column(col, justify="right")
     for r in report["recommendations"]:
-        if r.get("recommended_tau") is None:
-            table.add_row(
-                r["deployment"], _segment(r["segment"]), "-", "-", f"{r['current_tau']}>?", "-", "-", "-"
-            )
-            continue
         lo, hi = r["ci"]
         table.add_row(
             r["deployment"],
