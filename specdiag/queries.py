@@ -176,12 +176,14 @@ def bound(con: duckdb.DuckDBPyConnection, query: Query, values: dict[str, str]) 
     Yields the named parameters to bind for files written with ``$name`` placeholders instead of ``getvariable``
     (internal queries of diagnose and recommend): each gets its variable's typed value, or null when unset.
     """
-    set_params(con, query, values)
+    declared = {p.name for p in query.params}
     try:
+        set_params(con, query, values)
         yield {name: _variable(con, name) for name in dollar_params(query.sql)}
     finally:
         for name in values:
-            con.execute(f"reset variable {name}")  # name was checked against the header in set_params
+            if name in declared:  # a header name ([a-z0-9_] only), never text the user typed
+                con.execute(f"reset variable {name}")
 
 
 def dollar_params(sql: str) -> list[str]:

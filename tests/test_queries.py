@@ -296,6 +296,9 @@ def test_header_params_and_continuations(tmp_path: Path) -> None:
     assert queries.run_query(con, q)[1] == [(3,)]  # variables are reset after each run
     with pytest.raises(InputError, match="not a valid integer"):
         queries.run_query(con, q, {"n": "seven"})
+    with pytest.raises(InputError, match="not a valid timestamp"):
+        queries.run_query(con, q, {"n": "5", "since": "yesterday"})
+    assert queries.run_query(con, q)[1] == [(3,)]  # a failed run leaves no variable behind
     with pytest.raises(UsageError, match="no parameter 'm'"):
         queries.run_query(con, q, {"m": "1"})
 
