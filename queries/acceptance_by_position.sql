@@ -8,16 +8,18 @@ with params as (
 ),
 
 spec_steps as (
-    select r.deployment, r.tau, s.drafted, s.accepted
+    -- collapse steps to (drafted, accepted) counts first: far fewer rows to expand by position
+    select r.deployment, r.tau, s.drafted, s.accepted, count(*) as n
     from steps as s
     inner join requests as r on r.request_id = s.request_id
     cross join params as p
     where s.drafted > 0 and (p.deployment is null or r.deployment = p.deployment)
+    group by r.deployment, r.tau, s.drafted, s.accepted
 ),
 
 positions as (
-    -- one row per (step, drafted position i); the step reached i when positions 1..i-1 were accepted
-    select deployment, tau, accepted, unnest(range(1, drafted + 1)) as position
+    -- one row per (step kind, drafted position i); the step reached i when positions 1..i-1 were accepted
+    select deployment, tau, accepted, n, unnest(range(1, drafted + 1)) as position
     from spec_steps
 ),
 
@@ -26,9 +28,9 @@ counts as (
         deployment,
         tau,
         position,
-        count(*) filter (where accepted >= position - 1) as reached,
-        count(*) filter (where accepted >= position) as accepted,
-        count(*) as drafted_steps
+        coalesce(sum(n) filter (where accepted >= position - 1), 0) as reached,
+        coalesce(sum(n) filter (where accepted >= position), 0) as accepted,
+        sum(n) as drafted_steps
     from positions
     group by deployment, tau, position
 ),
@@ -38,8 +40,8 @@ final as (
         deployment,
         tau,
         position,
-        reached,
-        accepted,
+        reached::bigint as reached,
+        accepted::bigint as accepted,
         -- P(accept i | 1..i-1 accepted, drafted >= i)
         accepted / nullif(reached, 0) as conditional_acceptance,
         -- P(accepted >= i | drafted >= i): the unconditional rate engines print per position
