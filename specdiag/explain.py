@@ -88,7 +88,8 @@ def explain_request(
     if request["deployment"] not in fits:
         fits[request["deployment"]] = fit_costs(con, request["deployment"])
     fit = fits[request["deployment"]]
-    cost = fit.model if fit is not None else None
+    # a fit whose target pass costs nothing (all verify_ms logged as 0) cannot price anything
+    cost = fit.model if fit is not None and float(fit.model.target_ms(1, batch)) > 0 else None
     control = _control(con, request["deployment"], batch)
     totals["observed_speedup"] = (
         control["ms_per_token"] / totals["decode_ms_per_token"]

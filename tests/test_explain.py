@@ -307,3 +307,9 @@ def test_step_table_keeps_every_step_in_order(pairs: list[tuple[int, int]]) -> N
     firsts = [r["first_step"] for r in table]
     assert firsts == sorted(firsts)
     assert all(r["last_step"] - r["first_step"] + 1 == r["count"] for r in table)
+
+
+def test_zero_timings_do_not_divide_by_zero(db: Path) -> None:
+    e = _explain(db, alpha=0.7, tau=4, floor=0.0, draft_per_token=0.0, outside_ms=0.0)
+    assert e["what_if"] is None and e["verdict"]["kind"] == "no_bottleneck"
+    assert e["totals"]["decode_ms_per_token"] == 0.0
