@@ -1,12 +1,14 @@
 """Trace format v1 writers: `trace` (steps nested in each request line) and `trace-flat` (request lines, then one
-`{"event": "step"}` line per step). JSON lines are assembled per block with polars string expressions (no Python
-loop per step); text fields are JSON-escaped once, when the pools and names are built.
+`{"event": "step"}` line per step), one block of requests at a time.
+
+Request fields are assembled with polars string expressions; step records, which are ~80x more numerous, with the
+byte-matrix renderer in `render.py`. Neither loops in Python per step. Text (names, prompts) is JSON-escaped once,
+when the pools and names are built.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import IO
 
 import numpy as np
@@ -100,9 +102,7 @@ class TraceWriter:
                 .otherwise(pl.lit("")),
             ]
         )  # fmt: skip
-        self._write_steps(b, frame.select(head.alias("h")).to_series(), n)
-
-    def _write_steps(self, b: Block, heads: pl.Series, n: int) -> None:
+        heads = frame.select(head.alias("h")).to_series()
         last = np.r_[b.step_req[1:] != b.step_req[:-1], True] if len(b.step_req) else np.zeros(0, bool)
         body: list[Part] = [
             b'"step":', Int(b.step),
@@ -144,7 +144,3 @@ class TraceWriter:
 
     def close(self) -> None:
         pass
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
