@@ -121,16 +121,18 @@ def write_trace_rows(
     known = stored_ids(con, "requests", first.select("request_id"))
     new_requests = first.join(known, on="request_id", how="anti")
     # nested steps of the requests stored now (matched by line: a repeated id on a later line is a duplicate)
-    nested = steps.filter(~pl.col("flat"))
+    candidates = steps
     if len(new_requests) < len(requests):
-        nested = nested.filter(pl.col("line").is_in(new_requests["line"].implode()))
-    flat = steps.filter("flat")
-    candidates = pl.concat([nested, flat])
-    # nested steps are unique per request (the validator sees to it): only flat lines can repeat a key
-    if len(flat) and candidates.select(pl.struct("request_id", "step").is_duplicated().any()).item():
-        candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
+        candidates = steps.filter(pl.col("flat") | pl.col("line").is_in(new_requests["line"].implode()))
+    flat_ids = candidates.filter("flat")["request_id"].unique()
+    # nested steps are unique per request (the validator sees to it): only ids with flat lines can repeat a key
+    if len(flat_ids):
+        shared = candidates.filter(pl.col("request_id").is_in(flat_ids.implode()))
+        if shared.select(pl.struct("request_id", "step").is_duplicated().any()).item():
+            candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
     # ids with steps already stored (flat lines of an earlier file): keep only their new steps, recompute totals
-    with_steps = stored_ids(con, "steps", candidates.select("request_id").unique())
+    ids = pl.concat([new_requests["request_id"], flat_ids]).unique().to_frame("request_id")
+    with_steps = stored_ids(con, "steps", ids)
     if len(with_steps):
         con.register(
             "_cand",
@@ -145,10 +147,11 @@ def write_trace_rows(
         taken_df = pl.DataFrame(pl.from_arrow(taken)).cast({"request_id": pl.String, "step": pl.Int64})
         candidates = candidates.join(taken_df, on=["request_id", "step"], how="anti")
     # totals of new requests from their nested steps; ids that also have other steps are recomputed at file end
-    touched = pl.concat(
-        [candidates.filter("flat").select("request_id"), with_steps.select("request_id")]
-    ).unique()
-    totals = _totals(nested.join(touched, on="request_id", how="anti"))
+    touched = pl.concat([flat_ids, with_steps["request_id"]]).unique().to_frame("request_id")
+    if len(touched):
+        totals = _totals(candidates.filter(~pl.col("request_id").is_in(touched["request_id"].implode())))
+    else:
+        totals = _totals(candidates)  # no flat steps: every step is nested in a request stored now
     new_requests = new_requests.update(totals, on="request_id", how="left")
     con.register("_new_requests", new_requests.to_arrow())
     con.register("_new_steps", candidates.to_arrow())

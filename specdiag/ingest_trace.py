@@ -252,20 +252,25 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
         "_row", "_ok", is_req.fill_null(False).alias("_req"), is_step.fill_null(False).alias("_step")
     )
     bad_rows = kinds.filter(~pl.col("_ok"))["_row"]
-    requests = df.filter(kinds["_ok"] & kinds["_req"]).select(_select(REQUEST_SCHEMA, df))
-    flat = df.filter(kinds["_ok"] & kinds["_step"]).with_columns(pl.lit(True).alias("flat"))
+    # select the output columns first, then filter: the nested steps column is never copied
+    requests = df.select(_select(REQUEST_SCHEMA, df)).filter(kinds["_ok"] & kinds["_req"])
+    flat = df.select(_select(STEP_SCHEMA, df, flat=True))
+    flat = flat.filter(kinds["_ok"] & kinds["_step"])
     if len(bad_rows):
         nested = nested.filter(~pl.col("_row").is_in(bad_rows.implode()))
     nested = nested.with_columns(pl.lit(False).alias("flat"))
-    steps = pl.concat([nested.select(_select(STEP_SCHEMA, nested)), flat.select(_select(STEP_SCHEMA, flat))])
+    steps = pl.concat([nested.select(_select(STEP_SCHEMA, nested)), flat])
     need = np.zeros(len(df), dtype=bool)
     need[bad_rows.to_numpy()] = True
     return requests, steps, need
 
 
-def _select(schema: dict[str, Any], df: pl.DataFrame) -> list[pl.Expr]:
+def _select(schema: dict[str, Any], df: pl.DataFrame, flat: bool = False) -> list[pl.Expr]:
+    """Expressions giving ``schema``'s columns from ``df`` (absent ones null); ``flat`` sets the flat column."""
     return [
-        (pl.col(n) if n in df.columns else pl.lit(None)).cast(t, strict=True).alias(n)
+        (pl.lit(flat) if n == "flat" and flat else pl.col(n) if n in df.columns else pl.lit(None))
+        .cast(t, strict=True)
+        .alias(n)
         for n, t in schema.items()
     ]
 
