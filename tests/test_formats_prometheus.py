@@ -149,3 +149,17 @@ def test_a_scrape_ingested_late_is_slotted_in_between() -> None:
     ).fetchall()
     # since start: 100 / 150; then 160 - 100 = 60 / 250 - 150 = 100; then 300 - 160 = 140 / 450 - 250 = 200
     assert rows == [(0, 100, 150, "a"), (1, 60, 100, "b"), (2, 140, 200, "c")]
+
+
+def test_a_nan_scrape_never_turns_the_next_window_into_a_lifetime_total() -> None:
+    text = (
+        b'vllm:spec_decode_num_drafts_total{engine="0"} 100 1784548800000\n'
+        b'vllm:spec_decode_num_accepted_tokens_total{engine="0"} 150 1784548800000\n'
+        b'vllm:spec_decode_num_drafts_total{engine="0"} NaN 1784548860000\n'
+        b'vllm:spec_decode_num_accepted_tokens_total{engine="0"} 180 1784548860000\n'
+        b'vllm:spec_decode_num_drafts_total{engine="0"} 130 1784548920000\n'
+        b'vllm:spec_decode_num_accepted_tokens_total{engine="0"} 200 1784548920000\n'
+    )
+    windows = difference(prometheus.parse(lines_of(text), ctx("x.prom")).samples)
+    # verify_steps: 100 since start, unknown at the NaN scrape, unknown after it (not 130); accepted 150, 30, 20
+    assert [(w["verify_steps"], w["accepted"]) for w in windows] == [(100, 150), (None, 30), (None, 20)]

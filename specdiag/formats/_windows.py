@@ -101,12 +101,13 @@ def series_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["source"], row["deployment"], row["engine"], row["instance"])
 
 
-def _delta(now: float | None, before: float | None, reset: bool) -> float | None:
+def _delta(now: float | None, before: float | None, whole: bool) -> float | None:
+    """now - before; the whole value since start or since a reset; None when either side is unknown."""
     if now is None:
         return None
-    if reset or before is None:
+    if whole:
         return now
-    return now - before
+    return None if before is None else now - before
 
 
 def _went_down(now: dict[str, Any], before: dict[str, Any]) -> bool:
@@ -139,13 +140,14 @@ def difference_pairs(samples: Iterable[dict[str, Any]]) -> list[tuple[dict[str, 
 
 def _window_between(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
     reset = before is not None and _went_down(now, before)
+    whole = before is None or reset
     base = before or {name: None for name in SAMPLE_COLUMNS}
-    counts = {name: _delta(now[name], base[name], reset) for name in COUNTERS}
+    counts = {name: _delta(now[name], base[name], whole) for name in COUNTERS}
     per_position = None
     if now["accepted_per_position"] is not None:
         previous = base["accepted_per_position"] or []
         per_position = [
-            _delta(value, previous[i] if i < len(previous) else None, reset)
+            _delta(value, previous[i] if i < len(previous) else None, whole)
             for i, value in enumerate(now["accepted_per_position"])
         ]
     raw = now["window_fields"]
