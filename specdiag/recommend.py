@@ -189,7 +189,8 @@ def _batch_table(
         tau = best_tau(curve)
         rows.append(
             {
-                "batch_size": key if len(batches) <= 8 else f"{key}-{2 * key - 1}",
+                "batch_size": key,  # the exact size, or the power-of-two bucket's lower bound
+                "batch_size_max": max(b for b, _ in members),
                 "steps": steps,
                 "recommended_tau": tau,
                 "expected_speedup": curve[tau]["speedup"],

@@ -187,7 +187,7 @@ def test_costly_verification_at_large_batch_gives_a_tau_per_batch_size(fleet_db)
     rec = _one(recommend_from_store(con, n_boot=20), "batchy")
     con.close()
     table = rec["tau_by_batch_size"]
-    assert [row["batch_size"] for row in table] == [1, 16, 64]
+    assert [(row["batch_size"], row["batch_size_max"]) for row in table] == [(1, 1), (16, 16), (64, 64)]
     taus = [row["recommended_tau"] for row in table]
     assert taus[0] > taus[-1]  # verification is not free: at batch 64 the compute term caps tau
     for row in table:

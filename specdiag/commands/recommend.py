@@ -106,6 +106,11 @@ def _segment(seg: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in seg.items()) or "all"
 
 
+def _batch(row: dict[str, Any]) -> str:
+    lo, hi = row["batch_size"], row["batch_size_max"]
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def _values(seg: dict[str, Any]) -> str:
     return " / ".join(str(v) for v in seg.values()) or "all"
 
@@ -141,7 +146,7 @@ def _render_report(report: dict[str, Any]) -> None:
                 bt.add_column(col, justify="right")
             for row in r["tau_by_batch_size"]:
                 bt.add_row(
-                    str(row["batch_size"]),
+                    _batch(row),
                     str(row["steps"]),
                     str(row["recommended_tau"]),
                     f"{row['expected_speedup']:.2f}x",
