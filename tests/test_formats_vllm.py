@@ -158,3 +158,17 @@ def test_companion_line_of_a_rejected_metrics_line_is_still_accounted() -> None:
     assert accounted(parsed, lines)
     # the companion line and the echoed prompt are other lines; only the broken metrics line is rejected
     assert ([r.line for r in parsed.rejects], parsed.other_lines) == ([2], 2)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "Mean acceptance length: 0.50, Accepted: 5 tokens, Drafted: 10 tokens, Avg Draft acceptance rate: 50.0%",
+        "Mean acceptance length: 2.00, Accepted: 5 tokens, Drafted: 10 tokens, Per-position acceptance rate: 1.5",
+        "Mean acceptance length: 2.00, Accepted: -5 tokens, Drafted: 10 tokens",
+    ],
+)
+def test_impossible_values_are_rejected(fields: str) -> None:
+    lines = _line(f"INFO 01-01 00:00:00 [metrics.py:96] SpecDecoding metrics: {fields}\n")
+    parsed = vllm_log.parse(lines, ParseContext(path="x.log", year=2025))
+    assert [r.reason for r in parsed.rejects] == ["unparsable_metrics"] and not parsed.windows

@@ -197,6 +197,8 @@ def _v1_window(
     rates = None
     if "per-position acceptance rate" in values:
         rates = [number(v) for v in values.pop("per-position acceptance rate").split(",")]
+        if any(r is not None and not 0.0 <= r <= 1.0 for r in rates):
+            raise UnparsableError(f"per-position acceptance rates outside [0, 1]: {rates}")
     rate_text = values.pop("avg draft acceptance rate", None)
     extra: dict[str, Any] = {}
     if rate_text is not None or "accepted throughput" in values:
@@ -216,6 +218,8 @@ def _v1_window(
         total = sum(r for r in rates if r is not None)
         bonus_excluded = abs(printed_mal - total) < abs(printed_mal - 1.0 - total)  # type: ignore[operator]
         version = "2025-04-24" if bonus_excluded else version
+    if printed_mal is not None and printed_mal < (0.0 if bonus_excluded else 1.0):
+        raise UnparsableError(f"mean acceptance length {printed_mal} < 1 (it counts the bonus token)")
     extra.update({name: value for name, value in values.items()})  # fields this parser does not know
     verify_steps = None
     if printed_mal is not None and accepted:
