@@ -103,7 +103,7 @@ def power_run(folder: Path, seed: int, requests: int, drop: float, code_share: f
     config.write_text(
         FLEET.format(requests=requests, incident=INCIDENT.format(start=start, drop=drop), **shares)
     )
-    found, (con, _) = _run(folder, "power", seed, config=config)
+    found, (con, _) = _run(folder, f"power{code_share}", seed, config=config)
     at = datetime(2026, 11, 19, 12)
     before, after, n_before, n_after = con.execute(
         """
@@ -140,18 +140,18 @@ def calibrate(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        healthy = [healthy_run(folder, s, requests) for s in seeds]
+        healthy = [healthy_run(folder, s, requests) for s in seeds] if requests > 0 else []
         power = {
             share: [power_run(folder, s, power_requests, drop, share) for s in seeds] for share in code_shares
         }
         seconds = time.perf_counter() - t0
-    n = len(healthy)
+    n = len(seeds)
     return {
         "seeds": n,
         "healthy_requests": requests,
         "power_requests": power_requests,
         "a1_drop": drop,
-        "false_alarm_rate": sum(bool(r["false_alarms"]) for r in healthy) / n,
+        "false_alarm_rate": sum(bool(r["false_alarms"]) for r in healthy) / len(healthy) if healthy else None,
         "power": [
             {
                 "code_share": share,
@@ -171,7 +171,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=40)
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--requests", type=int, default=6000, help="healthy fleet requests per run")
+    ap.add_argument("--requests", type=int, default=6000, help="healthy fleet requests per run (0: skip)")
     ap.add_argument("--power-requests", type=int, default=3000, help="power fleet requests per run")
     ap.add_argument(
         "--drop", type=float, default=0.075, help="first-position acceptance drop of the incident"

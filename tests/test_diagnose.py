@@ -394,3 +394,9 @@ def test_parse_range_converts_offsets_to_utc() -> None:
         datetime(2025, 3, 1, 0, 0),
         datetime(2025, 3, 1, 3, 0),
     )
+
+
+def test_missing_store_is_an_error(run, tmp_path: Path) -> None:
+    result = run("diagnose", "--db", tmp_path / "none.duckdb")
+    assert result.exit_code == 4 and "no database" in result.stderr
+    assert not (tmp_path / "none.duckdb").exists()

@@ -49,6 +49,7 @@ def diagnose(db: str | None, baseline: str | None, window: str | None, as_json: 
     from specdiag.store import connect
 
     base, win = parse_range(baseline, "--baseline"), parse_range(window, "--window")
+    connect(db, read_only=True).close()  # a missing store is an error (ingest first), not a new empty one
     con = connect(db)
     findings = save_findings(con, run_diagnose(con, baseline=base, window=win))
     if as_json:

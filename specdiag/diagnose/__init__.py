@@ -8,7 +8,7 @@ previous run's), and ``flag`` picks representative requests of a saved finding f
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -66,7 +66,7 @@ def _rank(f: Finding) -> tuple[int, float]:
 
 def save_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> list[Finding]:
     """Replace the stored findings with these, numbered 1..N in order; sets each finding's ``finding_id``."""
-    run_at = datetime.now().replace(microsecond=0)
+    run_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)  # the store keeps naive UTC
     with transaction(con):
         con.execute("delete from findings")
         for i, f in enumerate(findings, start=1):

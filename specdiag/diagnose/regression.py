@@ -52,13 +52,14 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
     for group in by_dep.values():
         parent = next((t for t in group if t.segment.dimension == "deployment"), None)
         children = [t for t in group if t.segment.dimension != "deployment" and material(t, sign)]
-        explaining = []
+        explaining, proper = [], []
         for child in children:
             if parent is None:
                 continue
             rest = complement(parent, child)
             if min(rest.before.n, rest.after.n) < stats.MIN_REQUESTS:
                 continue  # the child is (nearly) all of the deployment: not more specific than its parent
+            proper.append(child)
             if not (sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q):
                 explaining.append((child, rest))
         if explaining:
@@ -68,11 +69,11 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             chosen.append((best, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": others}))
         elif parent is not None and material(parent, sign):
             chosen.append((parent, {}))
-        elif children:
-            # the parent's change is diluted below significance but no single child explains it: report the
-            # children of the dimension with the strongest evidence
-            top = max(children, key=lambda c: abs(c.acceptance.z))
-            chosen.extend((c, {}) for c in children if c.segment.dimension == top.segment.dimension)
+        elif proper:
+            # the parent's change is diluted below significance but no single child explains it (several children
+            # moved): report the children of the dimension with the strongest evidence
+            top = max(proper, key=lambda c: abs(c.acceptance.z))
+            chosen.extend((c, {}) for c in proper if c.segment.dimension == top.segment.dimension)
     return chosen
 
 
