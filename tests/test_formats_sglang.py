@@ -48,7 +48,7 @@ def test_request_log_field_names_by_version() -> None:
     assert (r1["request_id"], r1["verify_steps"], r1["drafted"], r1["accepted"]) == ("r1", 4, 12, 6)
     assert r1["accepted_per_position"] == [3, 2, 1]
     assert (r1["temperature"], r1["latency_ms"], r1["output_tokens"]) == (0.0, 250.0, 10)
-    assert r1["ts"] == datetime(2026, 7, 20, 10, 11, 13)
+    assert r1["ts"] == datetime(2026, 7, 20, 10, 11, 12, 750000)  # finished 10:11:13 - e2e_latency 0.25 s
     # spec_accept_token_num / spec_draft_token_num; epoch-seconds timestamp; the prompt text kept verbatim
     assert (r2["verify_steps"], r2["drafted"], r2["accepted"]) == (3, 9, 3)
     assert r2["prompt"] == "<script>alert(1)</script>"

@@ -13,6 +13,7 @@ number of verify steps. Releases that print only `spec_accept_length` keep it in
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from specdiag.formats import Line, ParseContext, Parsed
@@ -95,10 +96,12 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
     params = obj.get("sampling_params") if isinstance(obj.get("sampling_params"), dict) else {}  # type: ignore[union-attr]
     prompt = obj.get("text") if isinstance(obj.get("text"), str) else None  # type: ignore[union-attr]
     output = record["out"].get("text") if isinstance(record["out"].get("text"), str) else None
+    finished = to_time(record.get("timestamp"), "timestamp")  # the event is logged when the request finishes
+    latency_ms = _ms(meta.get("e2e_latency"))
     return request_row(
         request_id=rid,
         source=NAME,
-        ts=to_time(record.get("timestamp"), "timestamp"),
+        ts=finished - timedelta(milliseconds=latency_ms or 0.0),  # arrival = finish time - e2e latency
         deployment=deployment_for(ctx, meta.get("model") if isinstance(meta.get("model"), str) else None),
         temperature=ratio(params, "temperature"),  # type: ignore[arg-type]
         top_p=ratio(params, "top_p"),  # type: ignore[arg-type]
@@ -108,7 +111,7 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
         output_chars=len(output) if output is not None else None,
         prompt_tokens=count(meta, "prompt_tokens"),
         output_tokens=count(meta, "completion_tokens"),
-        latency_ms=_ms(meta.get("e2e_latency")),
+        latency_ms=latency_ms,
         verify_steps=steps,
         drafted=drafted,
         accepted=accepted,
@@ -120,5 +123,6 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
 
 
 def _ms(seconds: Any) -> float | None:
-    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    """`e2e_latency` (s) in ms; None when absent or not a finite, non-negative number."""
+    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 1e9
     return float(seconds) * 1000.0 if ok else None
