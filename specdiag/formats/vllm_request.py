@@ -93,6 +93,9 @@ def _row(record: dict[str, Any], spec: dict[str, Any], ctx: ParseContext, line: 
     }
     for name in ("mean_acceptance_length", "draft_acceptance_rate"):
         ratio(spec, name)  # type check only
+    other_metrics = {k: v for k, v in record["metrics"].items() if k != "speculative_decoding"}
+    if other_metrics:
+        extra["metrics"] = other_metrics  # the response's other request metrics, verbatim
     return request_row(
         request_id=request_id,
         source=NAME,
