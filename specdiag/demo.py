@@ -107,6 +107,7 @@ def run_demo(
     png: bool = True,
 ) -> DemoResult:
     """Run the whole pipeline into ``out_dir`` (created; the demo's own files in it are replaced)."""
+    target, draft = _models(Path(models) if models is not None else None)  # before any slow import
     from replay.api import replay_prompts
     from replay.save import save_results
     from specdiag.diagnose import diagnose, save_findings
@@ -121,7 +122,6 @@ def run_demo(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    target, draft = _models(Path(models) if models is not None else None)
     result = DemoResult(out_dir=out)
     paths = result.paths
     paths["trace"] = out / "fleet.jsonl"
