@@ -49,6 +49,7 @@ from specdiag.store import connect, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
+DUCKDB_MEMORY = "768MB"  # fixed text, not user input
 
 
 @dataclass
@@ -401,6 +402,9 @@ def ingest_paths(
     if fmt != "auto" and fmt not in known_formats():
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
     con = connect(db)
+    # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
+    con.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute("set preserve_insertion_order = false")
     try:
         return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress)
     finally:
