@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from specdiag.formats import Line, Reject
@@ -86,12 +87,15 @@ def histogram(value: Any, name: str) -> list[int] | None:
         value = [positions.get(i, 0) for i in range(max(positions, default=-1) + 1)]
     if not isinstance(value, list):
         raise Bad("wrong_type", f"{name} must be a list or an object")
+    if len(value) > 4096:
+        raise Bad("out_of_range", f"{name} has {len(value)} entries (more than 4096 draft positions)")
     return [count({name: v}, name) or 0 for v in value]
 
 
 def reached(hist: list[int]) -> list[int]:
     """accepted_per_position[i] = steps whose accepted count reached i+1 = sum of hist[j] for j > i."""
-    return [sum(hist[i + 1 :]) for i in range(len(hist) - 1)]
+    tail = list(accumulate(reversed(hist)))[::-1]  # tail[i] = sum of hist[i:]
+    return tail[1:]
 
 
 def accepted_from(hist: list[int]) -> int:

@@ -60,6 +60,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "tgi_request_skipped_tokens_sum": ("tgi", "accepted"),
     "tgi_request_skipped_tokens_count": ("tgi", "verify_steps"),
 }
+MAX_POSITIONS = 64  # draft positions: far above any real num_speculative_tokens
 COUNTER_ROLES = {"verify_steps", "drafted", "accepted", "accepted_per_position", "drafted_per_position"}
 WINDOW_ROLES = {"printed_mean_acceptance_length", "printed_acceptance_rate"}
 
@@ -153,9 +154,11 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
         group["lines"].append(line.number)
         position = labels.get("position", labels.get("token_position"))
         if role in ("accepted_per_position", "drafted_per_position"):
-            if position is None or not position.isdigit():
+            if position is None or not position.isdigit() or int(position) >= MAX_POSITIONS:
                 group["lines"].pop()
-                out.rejects.append(_reject(line, f"{name} without a numeric position label"))
+                out.rejects.append(
+                    _reject(line, f"{name} without a position label in 0..{MAX_POSITIONS - 1}")
+                )
                 continue
             group.setdefault(role, {})[int(position)] = value
         else:
@@ -226,7 +229,7 @@ def _finish(groups: dict[tuple[Any, ...], dict[str, Any]], out: Parsed) -> None:
                 verify_steps = drafted_at[0]
             per_position = _positions(group.get("accepted_per_position"))
             if drafted_at:
-                extra["drafted_per_position"] = drafted_at  # cumulative, as scraped
+                extra["cumulative_drafted_per_position"] = drafted_at  # as scraped, not differenced
             out.samples.append(
                 sample(
                     **common,

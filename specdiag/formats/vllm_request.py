@@ -81,7 +81,7 @@ def _row(record: dict[str, Any], spec: dict[str, Any], ctx: ParseContext, line: 
     check_counts(drafted, accepted, steps, hist)
     usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
     model = record.get("model") if isinstance(record.get("model"), str) else None
-    extra = {
+    extra: dict[str, Any] = {
         name: spec[name]
         for name in (
             "mean_acceptance_length",
