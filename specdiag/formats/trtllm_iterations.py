@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from specdiag.formats import Line, ParseContext, Parsed
@@ -35,30 +36,28 @@ def detect(head: list[str]) -> bool:
 
 def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
     out = Parsed(format=NAME)
-    lines = list(lines)
     clock = Clock(ctx)
-    whole = b"\n".join(line.raw for line in lines)
-    content = [line for line in lines if line.raw.strip()]
-    out.blank = len(lines) - len(content)
-    if content and len(content) > 1:
-        try:  # one (pretty-printed) array: the file is one record
-            value = json.loads(whole)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            value = None
-        if isinstance(value, list):
-            windows = _windows(value, ctx, clock, content[0].number, out)
-            out.windows.extend(windows)
-            if windows:
-                out.used_lines += len(content)
-            else:
-                out.other_lines += len(content)
+    stream = iter(lines)
+    head: list[Line] = []
+    for line in stream:  # up to the first non-blank line
+        head.append(line)
+        if line.raw.strip():
+            break
+    rest: Iterable[Line] = chain(head, stream)
+    if head and head[-1].raw.strip() and _json(head[-1].raw) is INVALID:
+        # not one JSON value a line: a (pretty-printed) document, read whole
+        everything = list(rest)
+        if _whole_array(everything, ctx, clock, out):
             return out
-    for line in content:  # one array or iteration object per line
+        rest = everything
+    for line in rest:  # one array or iteration object a line, streamed
+        if not line.raw.strip():
+            out.blank += 1
+            continue
         try:
-            try:
-                value = json.loads(line.raw)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                raise Bad("invalid_json", f"invalid JSON: {exc}") from exc
+            value = _json(line.raw)
+            if value is INVALID:
+                raise Bad("invalid_json", "invalid JSON")
             items = value if isinstance(value, list) else [value]
             found = [_window(item, ctx, clock, line.number) for item in items]
         except Bad as bad:
@@ -71,6 +70,33 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
         else:
             out.other_lines += 1
     return out
+
+
+INVALID = object()  # what _json returns for text that is not JSON
+
+
+def _json(raw: bytes) -> Any:
+    """The JSON value of ``raw``, or INVALID."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return INVALID
+
+
+def _whole_array(lines: list[Line], ctx: ParseContext, clock: Clock, out: Parsed) -> bool:
+    """A file that is one JSON array: one window per iteration; every line stored when any window is."""
+    value = _json(b"\n".join(line.raw for line in lines))
+    if not isinstance(value, list):
+        return False
+    content = [line for line in lines if line.raw.strip()]
+    out.blank += len(lines) - len(content)
+    windows = _windows(value, ctx, clock, content[0].number, out)
+    out.windows.extend(windows)
+    if windows:
+        out.used_lines += len(content)
+    else:
+        out.other_lines += len(content)
+    return True
 
 
 def _windows(
