@@ -10,6 +10,7 @@ known cost model. Prints the build time, the recommendation time and the peak re
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -54,6 +55,12 @@ def build(db: Path, steps: int) -> None:
     con.close()
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, DuckDB's threads included (less sensitive to other jobs than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5_000_000)
@@ -70,14 +77,15 @@ def main() -> None:
         con = connect(db, read_only=True)
         n_steps = con.execute("select count(*) from steps").fetchone()[0]  # type: ignore[index]
         by = [c for c in args.by.split(",") if c]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu()
         report = recommend_report(con, by=by, n_boot=args.boot)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
         con.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"recommend --by {args.by} --boot {args.boot}: {n_steps:,} steps, "
-        f"{len(report['recommendations'])} recommendations in {elapsed:.1f} s, peak RSS {peak_mb:.0f} MB"
+        f"{len(report['recommendations'])} recommendations in {elapsed:.1f} s wall, {cpu:.1f} s CPU, "
+        f"peak RSS {peak_mb:.0f} MB, load average {os.getloadavg()[0]:.1f}"
     )
     for r in report["recommendations"][:3]:
         print(f"  {r['deployment']} {r['segment']}: alpha {r['alpha']:.3f}, tau {r['current_tau']} -> "
