@@ -301,3 +301,39 @@ def test_deployment_without_timings_needs_a_cost(db: Path) -> None:
     con.close()
     assert given["costs"]["source"] == "given"
     assert given["cost_ratio"] == pytest.approx(0.05)
+
+
+def test_engine_windows_and_request_records_feed_the_same_estimator(db: Path) -> None:
+    """Engine counters (accepted_per_position = steps whose accepted count reached i+1) give the censored estimate."""
+    rng = np.random.default_rng(5)
+    truth = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    con = connect(db)
+    for i in range(40):  # 40 windows of 500 verify steps at tau 5, for a deployment with no request records
+        ok = rng.random((500, 5)) < truth[None, :]
+        accepted = np.cumprod(ok, axis=1).sum(axis=1)
+        per_position = [float((accepted >= k).sum()) for k in range(1, 6)]
+        con.execute(
+            "insert into windows (source, deployment, end_ts, tau, verify_steps, drafted, accepted,"
+            " accepted_per_position, file_id, line) values ('test', 'engine', ?, 5, 500, 2500, ?, ?, 'f', ?)",
+            [datetime(2026, 1, 1) + timedelta(minutes=i), int(accepted.sum()), per_position, i],
+        )
+    for i in range(40):  # and per-request engine records (no steps) for another deployment
+        ok = rng.random((200, 5)) < truth[None, :]
+        accepted = np.cumprod(ok, axis=1).sum(axis=1)
+        con.execute(
+            "insert into requests (request_id, source, ts, deployment, tau, verify_steps, drafted, accepted,"
+            " accepted_per_position) values (?, 'vllm-request', ?, 'records', 5, 200, 1000, ?, ?)",
+            [
+                f"q{i}",
+                datetime(2026, 1, 1),
+                int(accepted.sum()),
+                [int((accepted >= k).sum()) for k in range(1, 6)],
+            ],
+        )
+    recs = {r["deployment"]: r for r in recommend_from_store(con, n_boot=50, cost_ratio=0.05)}
+    con.close()
+    assert set(recs) == {"engine", "records"}
+    for rec in recs.values():
+        assert rec["current_tau"] == 5 and rec["estimated_positions"] == 5
+        np.testing.assert_allclose(rec["alpha_by_position"][:5], truth, atol=0.02)
+    assert recs["engine"]["requests"] == 40  # each window is one resampling unit
