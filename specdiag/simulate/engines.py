@@ -39,27 +39,32 @@ class Windows:
     def add(self, b: Block) -> None:
         eng = b.dep[b.step_req]
         step_keys = np.floor(b.step_end / self.width[eng]).astype(np.int64) * self.n_engines + eng
-        drafting = b.drafted > 0
-        rows = np.zeros((len(step_keys), N_STATS))
-        rows[:, NUM_DRAFTS] = drafting
-        rows[:, DRAFTED] = b.drafted
-        rows[:, ACCEPTED] = b.accepted
-        rows[:, EMITTED] = b.accepted + 1
-        rows[:, STEPS] = 1
-        rows[:, BATCH_SUM] = b.batch_size[b.step_req]
-        rows[np.flatnonzero(drafting), HIST + b.accepted[drafting]] = 1
         req_keys = np.floor(b.ts / self.width[b.dep]).astype(np.int64) * self.n_engines + b.dep
-        req_rows = np.zeros((len(req_keys), N_STATS))
-        req_rows[:, PROMPT_TOKENS] = b.prompt_tokens
-        req_rows[:, ARRIVALS] = 1
-        keys = np.concatenate([self.keys, step_keys, req_keys])
-        stats = np.concatenate([self.stats, rows, req_rows])
-        tau = np.concatenate([self.tau, b.drafted, np.zeros(len(req_keys), np.int64)])
-        self.keys, inverse = np.unique(keys, return_inverse=True)
-        self.stats = np.zeros((len(self.keys), N_STATS))
-        np.add.at(self.stats, inverse, stats)
-        self.tau = np.zeros(len(self.keys), dtype=np.int64)
-        np.maximum.at(self.tau, inverse, tau)
+        keys, inverse = np.unique(np.concatenate([self.keys, step_keys, req_keys]), return_inverse=True)
+        k = len(keys)
+        old, steps, reqs = np.split(inverse, [len(self.keys), len(self.keys) + len(step_keys)])
+        stats = np.zeros((k, N_STATS))
+        stats[old] += self.stats  # keys are unique within each part, so plain fancy-index addition is exact
+        drafting = b.drafted > 0
+        for col, weights in (
+            (NUM_DRAFTS, drafting),
+            (DRAFTED, b.drafted),
+            (ACCEPTED, b.accepted),
+            (EMITTED, b.accepted + 1),
+            (STEPS, None),
+            (BATCH_SUM, b.batch_size[b.step_req]),
+        ):
+            stats[:, col] += np.bincount(steps, weights=weights, minlength=k)
+        stats[:, PROMPT_TOKENS] += np.bincount(reqs, weights=b.prompt_tokens, minlength=k)
+        stats[:, ARRIVALS] += np.bincount(reqs, minlength=k)
+        hist = np.bincount(
+            steps[drafting] * (MAX_POSITIONS + 1) + b.accepted[drafting], minlength=k * (MAX_POSITIONS + 1)
+        )
+        stats[:, HIST:] += hist.reshape(k, MAX_POSITIONS + 1)
+        tau = np.zeros(k, dtype=np.int64)
+        tau[old] = self.tau
+        np.maximum.at(tau, steps, b.drafted)
+        self.keys, self.stats, self.tau = keys, stats, tau
 
     def pop(self, before: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(interval index, engine, end time, stats, max drafted) of intervals ending at or before `before`,

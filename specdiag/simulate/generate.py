@@ -75,7 +75,9 @@ def draw_steps(
     reqs, accs = [], []
     while active.size:
         m = remaining[active] / mu[active]
-        n = np.minimum(np.ceil(m + 3 * np.sqrt(m) + 2), remaining[active]).astype(np.int64)
+        n = np.minimum(np.ceil(m + np.sqrt(m) + 2), remaining[active]).astype(
+            np.int64
+        )  # ~1 SD extra; rest next round
         idx = np.repeat(active, n)
         u = rng.random(idx.size)
         acc = np.zeros(idx.size, dtype=np.int64)

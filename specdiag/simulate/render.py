@@ -10,6 +10,7 @@ of step records per second where per-value string formatting would manage a few 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,7 +42,15 @@ class Tail:
     choice: np.ndarray
 
 
-Part = bytes | Int | Fixed | Tail
+@dataclass
+class Rows:
+    """Per-record bytes copied from rows of a pre-rendered table (PAD where unused): table[index[record]]."""
+
+    table: np.ndarray  # (m, width) uint8
+    index: np.ndarray
+
+
+Part = bytes | Int | Fixed | Tail | Rows
 
 
 # PAIRS[v] = the two ASCII digits of v, for v = 0..99: numbers are written two digits per numpy pass
@@ -88,18 +97,49 @@ def _slice(part: Part, lo: int, hi: int) -> Part:
         return Fixed(part.values[lo:hi], part.decimals)
     if isinstance(part, Tail):
         return Tail(part.options, part.choice[lo:hi])
+    if isinstance(part, Rows):
+        return Rows(part.table, part.index[lo:hi])
     return part
 
 
+def render_table(values: np.ndarray, width: int = 0, zero_pad: bool = False) -> np.ndarray:
+    """(len(values), width) bytes of the integers, for `Rows` parts that repeat them in many records."""
+    return _matrix(len(values), [Int(values, width, zero_pad)], use_tables=False)
+
+
+TABLE_LIMIT = 1 << 20  # numbers below this many units are copied from a pre-formatted table
+
+
+@lru_cache(maxsize=16)
+def _table(size: int, decimals: int) -> np.ndarray:
+    """(size, width) bytes: the numbers 0..size-1 (in units of 10^-decimals) formatted, PAD where no digit."""
+    values = np.arange(size, dtype=np.int64)
+    part: Part = Fixed(values / 10**decimals, decimals) if decimals else Int(values)
+    table = _matrix(size, [part], use_tables=False)
+    table.flags.writeable = False
+    return table
+
+
 def _render(n: int, parts: list[Part]) -> tuple[bytes, np.ndarray]:
+    mat = _matrix(n, parts)
+    keep = mat != PAD
+    return mat[keep].tobytes(), np.count_nonzero(keep, axis=1)
+
+
+def _matrix(n: int, parts: list[Part], use_tables: bool = True) -> np.ndarray:
+    """The (n, width) byte matrix of the records, PAD in unused cells."""
     widths: list[int] = []
     scaled: list[np.ndarray | None] = []
+    tables: list[np.ndarray | None] = []
     for part in parts:
         values: np.ndarray | None = None
+        table: np.ndarray | None = None
         if isinstance(part, bytes):
             w = len(part)
         elif isinstance(part, Tail):
             w = max(len(o) for o in part.options)
+        elif isinstance(part, Rows):
+            w = part.table.shape[1]
         elif isinstance(part, Fixed):
             values = np.rint(np.asarray(part.values, dtype=float) * 10**part.decimals).astype(np.int64)
             w = _width(values // 10**part.decimals) + 1 + part.decimals
@@ -108,8 +148,16 @@ def _render(n: int, parts: list[Part]) -> tuple[bytes, np.ndarray]:
             w = max(part.width, _width(values))
         if values is not None and values.size and values.min() < 0:
             raise ValueError("render: negative value")
+        if use_tables and values is not None and n > 4096 and not (isinstance(part, Int) and part.zero_pad):
+            if (
+                values.max() < TABLE_LIMIT
+            ):  # many records: one gather from pre-formatted numbers, not a pass a digit
+                decimals = part.decimals if isinstance(part, Fixed) else 0
+                table = _table(max(1024, 1 << int(values.max()).bit_length()), decimals)
+                w = table.shape[1]  # may be wider than needed: unused cells are PAD
         widths.append(w)
         scaled.append(values)
+        tables.append(table)
     template = np.full(sum(widths), PAD, dtype=np.uint8)
     col = 0
     for part, w in zip(parts, widths, strict=True):
@@ -121,20 +169,27 @@ def _render(n: int, parts: list[Part]) -> tuple[bytes, np.ndarray]:
     mat = np.empty((n, len(template)), dtype=np.uint8)
     mat[:] = template
     col = 0
-    for part, w, values in zip(parts, widths, scaled, strict=True):
+    for part, w, values, table in zip(parts, widths, scaled, tables, strict=True):
         if isinstance(part, Tail):
-            table = np.full((len(part.options), w), PAD, dtype=np.uint8)
+            options = np.full((len(part.options), w), PAD, dtype=np.uint8)
             for i, option in enumerate(part.options):
-                table[i, : len(option)] = np.frombuffer(option, dtype=np.uint8)
-            mat[:, col : col + w] = table[part.choice]
-        elif isinstance(part, Fixed):
+                options[i, : len(option)] = np.frombuffer(option, dtype=np.uint8)
+            mat[:, col : col + w] = options[part.choice]
+        elif isinstance(part, Rows):
+            mat[:, col : col + w] = part.table[part.index]
+        elif table is not None:
             assert values is not None
-            unit = 10**part.decimals
-            _digits(mat, col, w - 1 - part.decimals, values // unit, False)
-            _digits(mat, col + w - part.decimals, part.decimals, values % unit, True)
-        elif isinstance(part, Int):
-            assert values is not None
-            _digits(mat, col, w, values, part.zero_pad)
+            mat[:, col : col + w] = table[values]
+        elif values is not None:
+            _write_number(mat, col, w, part, values)
         col += w
-    keep = mat != PAD
-    return mat[keep].tobytes(), np.count_nonzero(keep, axis=1)
+    return mat
+
+
+def _write_number(mat: np.ndarray, col: int, w: int, part: Part, values: np.ndarray) -> None:
+    if isinstance(part, Fixed):
+        unit = 10**part.decimals
+        _digits(mat, col, w - 1 - part.decimals, values // unit, False)
+        _digits(mat, col + w - part.decimals, part.decimals, values % unit, True)
+    elif isinstance(part, Int):
+        _digits(mat, col, w, values, part.zero_pad)

@@ -18,7 +18,7 @@ from specdiag.simulate.config import Fleet
 from specdiag.simulate.generate import Block
 from specdiag.simulate.incidents import TASKS
 from specdiag.simulate.prompts import PromptPool
-from specdiag.simulate.render import Fixed, Int, Part, Tail, render
+from specdiag.simulate.render import Fixed, Int, Part, Rows, Tail, render, render_table
 
 
 def _js(value: str) -> str:
@@ -128,7 +128,9 @@ class TraceWriter:
                 len(b.step),
                 [
                     self.step_prefix,
-                    Int(b.index[b.step_req], width=9, zero_pad=True),
+                    Rows(
+                        render_table(b.index, width=9, zero_pad=True), b.step_req
+                    ),  # id digits, once a request
                     b'",',
                     *body,
                     b"}\n",
