@@ -154,3 +154,26 @@ def test_parsers_account_for_mangled_real_lines(module, data: bytes) -> None:
     lines = lines_of(data)
     parsed = module.parse(lines, ParseContext(path="fuzz.log", year=2026))
     assert accounted(parsed, lines)
+
+
+HOSTILE = [
+    b'{"id": "a", "created": 1, "metrics": {"speculative_decoding": {"num_spec_steps": '
+    + b"1" * 5000
+    + b"}}}",
+    b'{"id": "a", "created": 1, "metrics": {"speculative_decoding": {"acceptance_histogram": {"1000000000": 1}}}}',
+    b'{"rid": "r", "timestamp": 1, "out": {"meta_info": {"spec_correct_drafts_histogram": {"\xc2\xb2": 1}}}}',
+    b'vllm:spec_decode_num_accepted_tokens_per_pos_total{position="1000000000"} 1',
+    b'vllm:spec_decode_num_accepted_tokens_per_pos_total{position="\xc2\xb2"} 1',
+    b'vllm:spec_decode_num_drafts_total{engine="' + b"9" * 5000 + b'"} 1',
+    b"INFO 01-01 00:00:00 [loggers.py:1] Engine " + b"9" * 5000 + b": Avg prompt throughput: 1.0 tokens/s",
+    b'[{"timestamp": "07-20-2026 10:11:12.1", "specDecodingStats": {"numDraftTokens": '
+    + b"1" * 5000
+    + b"}}]",
+]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.NAME)
+@pytest.mark.parametrize("raw", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_numbers_and_indexes_never_blow_up(module, raw: bytes) -> None:
+    lines = lines_of(raw + b"\n" + raw)
+    assert accounted(module.parse(lines, ParseContext(path="x", year=2026)), lines)

@@ -144,6 +144,14 @@ def _fraction(frac: str | None) -> timedelta:
     return timedelta(microseconds=int(frac.ljust(6, "0"))) if frac else timedelta(0)
 
 
+INDEX = re.compile(r"^[0-9]{1,6}$")
+
+
+def index(text: str | None) -> int | None:
+    """A printed engine / position index (`000` -> 0); None unless 1 to 6 ASCII digits."""
+    return int(text) if text is not None and INDEX.match(text) else None
+
+
 def deployment_for(ctx: ParseContext, label: str | None = None) -> str:
     """--deployment, else the engine's model_name label, else the file name without its suffixes."""
     if ctx.deployment:

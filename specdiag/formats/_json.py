@@ -27,7 +27,7 @@ def load(line: Line) -> Any:
         raise Bad("invalid_utf8", "not UTF-8") from exc
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise Bad("invalid_json", f"invalid JSON: {exc}") from exc
 
 
@@ -82,8 +82,8 @@ def histogram(value: Any, name: str) -> list[int] | None:
             positions = {int(k): v for k, v in value.items()}
         except ValueError as exc:
             raise Bad("wrong_type", f"{name} keys must be integers") from exc
-        if any(k < 0 for k in positions) or len(positions) > 4096:
-            raise Bad("out_of_range", f"{name} keys must be 0..k")
+        if any(not 0 <= k < 4096 for k in positions):
+            raise Bad("out_of_range", f"{name} keys must be accepted counts 0..4095")
         value = [positions.get(i, 0) for i in range(max(positions, default=-1) + 1)]
     if not isinstance(value, list):
         raise Bad("wrong_type", f"{name} must be a list or an object")

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from specdiag.formats import Line, ParseContext, Parsed, Reject
-from specdiag.formats._envelope import deployment_for
+from specdiag.formats._envelope import deployment_for, index
 from specdiag.formats._windows import sample, window
 
 NAME = "prometheus"
@@ -152,15 +152,15 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
         )
         group = groups.setdefault(key, {"lines": [], "line": line.number})
         group["lines"].append(line.number)
-        position = labels.get("position", labels.get("token_position"))
+        position = index(labels.get("position", labels.get("token_position")))
         if role in ("accepted_per_position", "drafted_per_position"):
-            if position is None or not position.isdigit() or int(position) >= MAX_POSITIONS:
+            if position is None or position >= MAX_POSITIONS:
                 group["lines"].pop()
                 out.rejects.append(
                     _reject(line, f"{name} without a position label in 0..{MAX_POSITIONS - 1}")
                 )
                 continue
-            group.setdefault(role, {})[int(position)] = value
+            group.setdefault(role, {})[position] = value
         else:
             group[role] = value
     _finish(groups, out)
@@ -194,7 +194,8 @@ def _instance(labels: dict[str, str]) -> str | None:
 
 
 def _engine(label: str | None) -> str | None:
-    return str(int(label)) if label is not None and label.isdigit() else label
+    number = index(label)
+    return str(number) if number is not None else label
 
 
 def _reject(line: Line, detail: str) -> Reject:

@@ -79,7 +79,7 @@ def _json(raw: bytes) -> Any:
     """The JSON value of ``raw``, or INVALID."""
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, integers of 4300+ digits
         return INVALID
 
 

@@ -34,6 +34,7 @@ from specdiag.formats._envelope import (
     decode,
     deployment_for,
     fields,
+    index,
     number,
 )
 from specdiag.formats._windows import sample, window
@@ -171,7 +172,8 @@ def _stats(envelope: re.Match[str] | None, line: Line) -> _Stats | None:
         running = number(values.get("running", "nan").removesuffix(" reqs"))
     except ValueError:
         return None
-    engine = str(int(match["engine"])) if match["engine"] else None
+    engine_index = index(match["engine"])
+    engine = str(engine_index) if engine_index is not None else match["engine"]
     return _Stats(line, engine, throughput, running)
 
 
