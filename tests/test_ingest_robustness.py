@@ -60,7 +60,7 @@ _lines = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_lines, st.booleans())
 def test_never_raises_and_accounts_for_every_line(
     tmp_path: Path, lines: list[bytes], final_newline: bool
@@ -197,7 +197,7 @@ def _ingest_cmd(db: Path, *paths: Path) -> list[str]:
 def test_kill_9_mid_ingest_leaves_a_consistent_store(db: Path, tmp_path: Path) -> None:
     small = ROOT / "examples" / "nested-steps.jsonl"
     big = tmp_path / "big.jsonl"
-    _big_trace(big, 12_000)  # 1.2M steps: seconds of work, killed long before the end
+    _big_trace(big, 6_000)  # 600k steps: seconds of work, killed long before the end
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(_ingest_cmd(db, small), check=True, env=env, capture_output=True)
     cmd = _ingest_cmd(db, big)
@@ -205,7 +205,7 @@ def test_kill_9_mid_ingest_leaves_a_consistent_store(db: Path, tmp_path: Path) -
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     assert b"format trace" in proc.stderr.readline()
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, (
@@ -219,8 +219,8 @@ def test_kill_9_mid_ingest_leaves_a_consistent_store(db: Path, tmp_path: Path) -
     # a re-run completes it
     out = subprocess.run(_ingest_cmd(db, small, big), check=True, env=env, capture_output=True, text=True)
     stats = json.loads(out.stdout)
-    assert (stats["skipped"], stats["requests"], stats["steps"]) == (1, 12_000, 1_200_000)
-    assert count(db, "select sum(drafted) from requests where request_id like 'big-%'") == 12_000 * 400
+    assert (stats["skipped"], stats["requests"], stats["steps"]) == (1, 6_000, 600_000)
+    assert count(db, "select sum(drafted) from requests where request_id like 'big-%'") == 6_000 * 400
 
 
 def test_second_writer_gets_a_clear_error(db: Path, tmp_path: Path) -> None:
