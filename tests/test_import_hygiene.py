@@ -10,6 +10,7 @@ still caught, at the latest by the command that imported it.)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import duckdb
 from specdiag.cli import COMMANDS
 
 HEAVY = ("torch", "transformers")
+PASSED_ENV = ("PATH", "HOME", "SPECDIAG_CACHE", "CI")  # not SPECDIAG_DB: every command names its --db
 LIGHT_COMMANDS = (
     "ingest", "summary", "query", "sql", "diagnose", "flag", "recommend", "explain", "report", "simulate",
 )  # fmt: skip
@@ -49,7 +51,7 @@ def specdiag(commands: list[list[object]], cwd: Path) -> list[tuple[int, str]]:
         text=True,
         cwd=cwd,
         timeout=600,
-        env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "SPECDIAG_CACHE": str(cwd / "cache"), "COLUMNS": "120"},
+        env={**{k: v for k, v in os.environ.items() if k in PASSED_ENV}, "TZ": "UTC", "COLUMNS": "120"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = [tuple(json.loads(line)) for line in done.stdout.splitlines()]

@@ -70,7 +70,16 @@ def fill_store(con: duckdb.DuckDBPyConnection, hostile: bool = True) -> None:
             dep_b,
             json.dumps({"task": HOSTILE_OUTPUT if hostile else "code"}),
             "acceptance on " + dep_b + " dropped from 0.92 to 0.50",
-            json.dumps({"before": 0.92, "after": 0.5, "note": HOSTILE_PROMPT if hostile else ""}),
+            json.dumps(
+                {
+                    "before": 0.92,
+                    "after": 0.5,
+                    "note": HOSTILE_PROMPT if hostile else "",
+                    "config_changes": [
+                        {"setting": "draft_model", "before": "d1", "after": "d2", "at": "2026-03-03T00:10:00"}
+                    ],
+                }
+            ),
             T0 + timedelta(hours=24),
         ],
     )
@@ -162,6 +171,16 @@ def test_position_acceptance_from_engine_windows(db: Path) -> None:
     assert [round(r["cond_alpha"], 6) for r in rows] == [0.8, 0.5, 0.25]
 
 
+def test_timeline_marks_findings_and_config_changes(filled: Path) -> None:
+    con = connect(filled, read_only=True)
+    marks = data.timeline_markers(data.findings(con))
+    assert [(m["what"], m["label"], m["since"]) for m in marks] == [
+        ("finding", "#1 acceptance_regression", T0 + timedelta(hours=24)),
+        ("config change", "draft_model d1 -> d2", T0 + timedelta(hours=24, minutes=10)),
+    ]
+    assert [m["lane"] for m in marks] == [0, 1]
+
+
 def test_stage_time_per_emitted_token(filled: Path) -> None:
     con = connect(filled, read_only=True)
     rows = {(r["deployment"], r["batch_bucket"], r["stage"]): r for r in data.stage_time_by_batch(con)}
@@ -221,6 +240,7 @@ def test_report_tables(filled: Path, page: str) -> None:
     assert page.count('class="tok rejected') == 2 + 1  # the two rejected tokens are struck through
     assert "invalid_json" in page and "logs/a.jsonl:7" in page
     assert "#1 acceptance_regression" in page  # the finding's marker on the acceptance chart
+    assert "draft_model d1 -\\u003e d2" in page  # and the configuration change (JSON-escaped '>')
 
 
 def test_empty_store_gives_a_report_that_says_so(db: Path, tmp_path: Path) -> None:

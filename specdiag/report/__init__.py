@@ -40,17 +40,7 @@ def build(
     step("recommending tau (bootstrap)")
     recs = recommendations(con)
     step("building charts")
-    dated = sorted((f for f in found if f["since"] is not None), key=lambda f: f["since"])
-    markers = [
-        {
-            "since": f["since"],
-            "label": f"#{f['finding_id']} {f['kind']}",
-            "deployment": f["deployment"] or "all",
-            "summary": f["summary"],
-            "lane": i % 4,  # labels of nearby findings go on different lines
-        }
-        for i, f in enumerate(dated)
-    ]
+    markers = data.timeline_markers(found)
     curves = [dict(point, label=r["label"]) for r in recs for point in r["curve"]]
     built = {
         "acceptance": ("Acceptance over time", charts.acceptance_over_time(acceptance, markers)),
@@ -88,6 +78,8 @@ def write_report(
     out = Path(out)
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; --out takes the HTML file to write")
     if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
         raise InputError(f"{png_dir}: exists and is not a folder")
     with Progress(

@@ -54,21 +54,21 @@ def acceptance_over_time(acceptance: list[Row], markers: list[Row]) -> alt.TopLe
         )
     )
     layers: list[Any] = [lines]
-    if markers:
+    for what, colour, dash in (("finding", "#b91c1c", [4, 3]), ("config change", "#7c3aed", [1, 2])):
+        subset = [m for m in markers if m["what"] == what]
+        if not subset:
+            continue
         rules = (
-            alt.Chart(_values(markers))
-            .mark_rule(strokeDash=[4, 3], color="#b91c1c")
-            .encode(
-                x=alt.X("since:T", scale=UTC),
-                tooltip=["label:N", "deployment:N", "summary:N"],
-            )
+            alt.Chart(_values(subset))
+            .mark_rule(strokeDash=dash, color=colour, strokeWidth=1.5)
+            .encode(x=alt.X("since:T", scale=UTC), tooltip=["what:N", "label:N", "deployment:N", "summary:N"])
         )
         text = (
-            alt.Chart(_values(markers))
-            .mark_text(align="left", dx=3, dy=-4, color="#b91c1c", fontSize=10)
+            alt.Chart(_values(subset))
+            .mark_text(align="left", dx=3, dy=-4, color=colour, fontSize=10, limit=230)
             .encode(
                 x=alt.X("since:T", scale=UTC),
-                y=alt.Y("lane:O", axis=None, scale=alt.Scale(range=[8, 56])),
+                y=alt.Y("lane:O", axis=None, scale=alt.Scale(domain=[0, 1, 2, 3], range=[8, 56])),
                 text="label:N",
             )
         )
@@ -77,7 +77,9 @@ def acceptance_over_time(acceptance: list[Row], markers: list[Row]) -> alt.TopLe
         alt.layer(*layers)
         .resolve_scale(y="independent")  # the label lanes have their own (hidden) axis
         .properties(
-            width=WIDTH, height=260, title="Acceptance over time (dashed: findings and detected changes)"
+            width=WIDTH,
+            height=260,
+            title="Acceptance over time (red dashed: findings; purple dotted: configuration changes)",
         )
     )
 

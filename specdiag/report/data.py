@@ -272,6 +272,42 @@ def findings(con: duckdb.DuckDBPyConnection) -> list[Row]:
     return out
 
 
+def timeline_markers(found: list[Row]) -> list[Row]:
+    """Vertical markers for the acceptance chart: each finding with a start time (what = "finding"), and each
+    configuration change diagnose saw coincide with one (evidence.config_changes[].at; what = "config change").
+    lane (0..3) staggers the labels of nearby markers."""
+    marks: list[Row] = []
+    seen: set[tuple[Any, ...]] = set()
+    for f in found:
+        deployment = f["deployment"] or "all"
+        if f["since"] is not None:
+            marks.append(
+                {"since": f["since"], "label": f"#{f['finding_id']} {f['kind']}", "deployment": deployment,
+                 "summary": f["summary"], "what": "finding"}
+            )  # fmt: skip
+        changes = f["evidence"].get("config_changes") if isinstance(f["evidence"], dict) else None
+        for change in changes or []:
+            if not isinstance(change, dict) or not change.get("at"):
+                continue
+            try:
+                at = datetime.fromisoformat(str(change["at"])).replace(tzinfo=None)
+            except ValueError:
+                continue  # a change without a readable time is in the evidence table, not on the chart
+            key = (deployment, change.get("setting"), at)
+            if key in seen:
+                continue
+            seen.add(key)
+            text = f"{change.get('setting')} {change.get('before')} -> {change.get('after')}"
+            marks.append(
+                {"since": at, "label": text, "deployment": deployment, "summary": f"{deployment}: {text}",
+                 "what": "config change"}
+            )  # fmt: skip
+    marks.sort(key=lambda m: m["since"])
+    for i, m in enumerate(marks):
+        m["lane"] = i % 4
+    return marks
+
+
 def rejects_by_reason(con: duckdb.DuckDBPyConnection) -> list[Row]:
     """Data-quality notes: quarantined lines per reason, with the first example (path, line, detail)."""
     return rows(
