@@ -94,7 +94,7 @@ def simulate(
     """Simulate a fleet and write it; returns the ground truth (also written to `<out>.truth.json`).
 
     The file is written to `<out>.partial` and renamed when complete, so an interrupted run leaves no half file.
-    on_block(requests_done, steps_done) is called after each block (the CLI's progress bar uses it).
+    on_block(requests_done, steps_done) is called after each block, for callers that show their own progress.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of {', '.join(FORMATS)}")
