@@ -66,6 +66,29 @@ def counts_from_steps(
     return at_risk.astype(float), acc.astype(float)
 
 
+def counts_by_unit(
+    unit: np.ndarray,
+    drafted: np.ndarray,
+    accepted: np.ndarray,
+    steps: np.ndarray,
+    n_units: int,
+    max_pos: int = MAX_TAU,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(at_risk, accepted), each (n_units, max_pos), from a histogram: ``steps`` verify steps of unit ``unit`` drafted
+    ``drafted`` and accepted ``accepted``. Position i is at risk when d >= i and a >= i - 1, accepted when a >= i."""
+    d, a, w = np.asarray(drafted), np.asarray(accepted), np.asarray(steps, dtype=float)
+    at_risk = np.zeros((n_units, max_pos))
+    acc = np.zeros((n_units, max_pos))
+    for i in range(1, max_pos + 1):
+        tried = (d >= i) & (a >= i - 1)
+        if not tried.any():
+            break
+        at_risk[:, i - 1] = np.bincount(unit[tried], weights=w[tried], minlength=n_units)
+        took = tried & (a >= i)
+        acc[:, i - 1] = np.bincount(unit[took], weights=w[took], minlength=n_units)
+    return at_risk, acc
+
+
 def counts_from_windows(
     verify_steps: float, accepted_per_position: Sequence[float], tau: int, max_pos: int = MAX_TAU
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -22,10 +22,10 @@ import duckdb
 import numpy as np
 
 from specdiag import policies
-from specdiag.acceptance import conditional_acceptance, hazard_matrix
+from specdiag.acceptance import conditional_acceptance, counts_by_unit, hazard_matrix
 from specdiag.costs import CostFit, all_cost_fits
 from specdiag.errors import UsageError
-from specdiag.queries import bound, find_query
+from specdiag.queries import find_query
 from specdiag.speedup import MAX_TAU, CostModel, alpha_from_mal, best_tau, expected_tokens, speedup_curve
 
 # columns of `requests` that --by may name (identifiers are never taken from user text)
@@ -78,30 +78,30 @@ def _unit_counts(
 ) -> dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]]:
     """(deployment, *segment) -> (at_risk, accepted), each (units, max_pos): position counts per request.
 
-    The per-request rows land in a temporary table; only integer columns cross into numpy (no per-row strings),
-    and the segment keys come back once per group.
+    DuckDB reduces the steps to an acceptance histogram per request (``queries/recommend_positions.sql``) in a
+    temporary table; only integer columns cross into numpy (no per-row strings), the segment keys come back once
+    per group, and numpy expands the histogram into per-position counts.
     """
     query = find_query("recommend_positions")
     keys = ["u.deployment", *(f"r.{c}" for c in by)]  # c is from SEGMENT_COLUMNS
     names = ["deployment", *by]
     join = "join requests as r on r.rowid = u.unit_key" if by else ""
-    with bound(con, query, {"max_pos": str(max_pos)}):
-        con.execute(
-            f"""
-            create or replace temp table recommend_units as
-            with u as ({query.sql})
-            select dense_rank() over (order by {", ".join(keys)}) - 1 as grp,
-                   {", ".join(f"{k} as {n}" for k, n in zip(keys, names))},
-                   u.unit_key, u.position, u.at_risk, u.accepted
-            from u {join}
-            """
-        )
+    con.execute(
+        f"""
+        create or replace temp table recommend_units as
+        with u as ({query.sql})
+        select dense_rank() over (order by {", ".join(keys)}) - 1 as grp,
+               {", ".join(f"{k} as {n}" for k, n in zip(keys, names))},
+               u.unit_key, u.drafted, u.accepted, u.steps
+        from u {join}
+        """
+    )
     try:
         groups = con.execute(
             f"select distinct grp, {', '.join(names)} from recommend_units order by grp"
         ).fetchall()
         cols = con.execute(
-            "select grp, unit_key, position, at_risk, accepted from recommend_units order by grp"
+            "select grp, unit_key, drafted, accepted, steps from recommend_units order by grp"
         ).fetchnumpy()
     finally:
         con.execute("drop table if exists recommend_units")
@@ -111,12 +111,14 @@ def _unit_counts(
     ends = np.searchsorted(grp, np.arange(len(groups)), side="right")
     for (_, *key), lo, hi in zip(groups, starts, ends):
         _, unit = np.unique(np.asarray(cols["unit_key"][lo:hi], dtype=np.int64), return_inverse=True)
-        pos = np.asarray(cols["position"][lo:hi], dtype=np.int64) - 1
-        at_risk = np.zeros((int(unit.max()) + 1, max_pos))
-        accepted = np.zeros_like(at_risk)
-        np.add.at(at_risk, (unit, pos), np.asarray(cols["at_risk"][lo:hi], dtype=float))
-        np.add.at(accepted, (unit, pos), np.asarray(cols["accepted"][lo:hi], dtype=float))
-        out[tuple(key)] = (at_risk, accepted)
+        out[tuple(key)] = counts_by_unit(
+            unit,
+            np.asarray(cols["drafted"][lo:hi], dtype=np.int64),
+            np.asarray(cols["accepted"][lo:hi], dtype=np.int64),
+            np.asarray(cols["steps"][lo:hi], dtype=float),
+            int(unit.max()) + 1,
+            max_pos,
+        )
     return out
 
 

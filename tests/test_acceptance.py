@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from specdiag.acceptance import (
     MIN_AT_RISK,
     conditional_acceptance,
+    counts_by_unit,
     counts_from_steps,
     counts_from_windows,
     hazard_matrix,
@@ -125,3 +126,17 @@ def test_vectorised_rows_match_one_at_a_time() -> None:
     cond, _, _ = hazard_matrix(at_risk, acc, 12)
     for i, (r, a) in enumerate(rows):
         np.testing.assert_allclose(cond[i], conditional_acceptance(r, a, 12).cond_alpha)
+
+
+def test_histogram_counts_per_unit_match_counts_from_steps() -> None:
+    rng = np.random.default_rng(6)
+    unit = rng.integers(0, 5, size=3000)
+    drafted = rng.choice([1, 4, 7], size=3000)
+    accepted = draw_steps(rng, TRUE, drafted)
+    # collapse to (unit, drafted, accepted) -> steps, as recommend_positions.sql does
+    keys, steps = np.unique(np.stack([unit, drafted, accepted]), axis=1, return_counts=True)
+    at_risk, acc = counts_by_unit(keys[0], keys[1], keys[2], steps, 5, 8)
+    for u in range(5):
+        r, a = counts_from_steps(drafted[unit == u], accepted[unit == u], 8)
+        np.testing.assert_array_equal(at_risk[u], r)
+        np.testing.assert_array_equal(acc[u], a)
