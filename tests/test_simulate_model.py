@@ -58,3 +58,16 @@ def test_steps_stop_at_the_first_step_reaching_the_output_length(
     before_last = emitted - np.bincount(req[last], weights=acc[last] + 1, minlength=n)
     assert np.all(emitted >= target)  # enough tokens ...
     assert np.all(before_last < target)  # ... and not one step more
+
+
+def test_arrivals_come_in_time_order_in_bounded_blocks() -> None:
+    from specdiag.simulate.scenarios import scenario
+    from specdiag.simulate.traffic import arrival_blocks
+
+    fleet = scenario("healthy")
+    fleet.days = 0.05  # 7 slices of 10 minutes for 20,000 requests: dense slices must be split
+    blocks = list(arrival_blocks(fleet, 20_000, np.random.default_rng(0), 1000))
+    t = np.concatenate(blocks)
+    assert len(t) == 20_000 and max(len(b) for b in blocks) <= 1000
+    assert np.all(np.diff(t) >= 0)
+    assert t.min() >= fleet.start.timestamp() and t.max() < fleet.end.timestamp()

@@ -45,10 +45,10 @@ def arrival_blocks(
         width = np.repeat(np.diff(edges[first : last + 1]), c)
         t = lo + rng.random(total) * width
         # sort within each slice (slices are already in order)
-        order = np.lexsort((t, np.repeat(np.arange(len(c)), c)))
+        t = t[np.lexsort((t, np.repeat(np.arange(len(c)), c)))]
         first = last
-        if total:
-            yield t[order]
+        for lo in range(0, total, block_requests):  # a dense slice is split: memory stays bounded
+            yield t[lo : lo + block_requests]
 
 
 @dataclass
