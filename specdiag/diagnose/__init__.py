@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 
-from specdiag.costs import all_cost_fits
+from specdiag.costs import CostFit
 from specdiag.diagnose import bottleneck, changepoint, data, fast_but_wrong, regression, tau
 from specdiag.diagnose.costs import summarise
 from specdiag.diagnose.flag import flag
@@ -20,6 +21,7 @@ from specdiag.errors import UsageError
 from specdiag.findings import SEVERITIES, Finding
 from specdiag.output import dumps
 from specdiag.recommend import recommend_from_store
+from specdiag.speedup import CostModel
 from specdiag.store import transaction
 
 Window = tuple[datetime, datetime]
@@ -50,12 +52,28 @@ def diagnose(
         changepoint.adjust(tests)
         found += regression.findings(tests, cfg, searched=baseline is None)
         found += fast_but_wrong.findings(tests, segs, cfg)
-    summaries = summarise(costs, all_cost_fits(con)) if not costs.is_empty() else []
-    found += bottleneck.harmful(costs, summaries) if not costs.is_empty() else []
-    found += bottleneck.verify_bound(costs, summaries) if not costs.is_empty() else []
-    found += bottleneck.draft_bottleneck(summaries)
-    found += tau.findings(summaries, recommend_from_store(con, n_boot=N_BOOT) if summaries else [])
+    if not costs.is_empty():
+        recs = recommend_from_store(con, n_boot=N_BOOT)
+        summaries = summarise(costs, fits_of(recs))
+        found += bottleneck.harmful(costs, summaries)
+        found += bottleneck.verify_bound(costs, summaries)
+        found += bottleneck.draft_bottleneck(summaries)
+        found += tau.findings(summaries, recs)
     return sorted(found, key=_rank)
+
+
+def fits_of(recommendations: list[dict[str, Any]]) -> dict[str, CostFit]:
+    """The cost fit behind each deployment's recommendation (recommend fits once; no second pass over steps)."""
+    out = {}
+    for r in recommendations:
+        c = r.get("costs")
+        if r.get("segment") or not c:
+            continue
+        model = CostModel(c["floor_ms"], c["compute_ms"], c["draft_ms_per_token"])
+        out[r["deployment"]] = CostFit(
+            model, c["source"], int(c["n_steps"]), bool(c["identified"]), float(c["batch_mean"]), c.get("r2")
+        )
+    return out
 
 
 def _rank(f: Finding) -> tuple[int, float]:

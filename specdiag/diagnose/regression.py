@@ -5,7 +5,8 @@ the chosen windows), Benjamini-Hochberg runs across all of them, and a candidate
 drop (MIN_DROP). Then, per deployment:
 
 - a child segment *explains* the drop when the rest of the deployment (parent minus child, from the same sums) shows
-  no material drop at the child's split; the explaining child with the strongest evidence is reported, not the parent;
+  no material drop at the child's split; the explaining child that leaves the least change in the rest is reported,
+  not the parent;
 - when no child explains it (the drop is spread across children), the deployment itself is reported, not its children.
 """
 
@@ -63,7 +64,9 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             if not (sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q):
                 explaining.append((child, rest))
         if explaining:
-            explaining.sort(key=lambda cr: -abs(cr[0].acceptance.z))
+            # the most complete explanation: the child that leaves the least change in the rest of the deployment
+            # (a larger segment that merely contains the moved one leaves part of the move outside it)
+            explaining.sort(key=lambda cr: (sign * cr[1].z, -abs(cr[0].acceptance.z)))
             best, rest = explaining[0]
             others = [c.segment.fields for c, _ in explaining[1:]]
             chosen.append((best, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": others}))
