@@ -41,14 +41,14 @@ def arrival_blocks(
             total += counts[last]
             last += 1
         c = counts[first:last]
-        lo = np.repeat(edges[first:last], c)
+        slice_start = np.repeat(edges[first:last], c)
         width = np.repeat(np.diff(edges[first : last + 1]), c)
-        t = lo + rng.random(total) * width
+        t = slice_start + rng.random(total) * width
         # sort within each slice (slices are already in order)
         t = t[np.lexsort((t, np.repeat(np.arange(len(c)), c)))]
         first = last
-        for lo in range(0, total, block_requests):  # a dense slice is split: memory stays bounded
-            yield t[lo : lo + block_requests]
+        for i in range(0, total, block_requests):  # a dense slice is split: memory stays bounded
+            yield t[i : i + block_requests]
 
 
 @dataclass
