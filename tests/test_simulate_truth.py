@@ -257,3 +257,29 @@ def test_mixed_scenario_incident_effects(mixed) -> None:
     a = steps.join(after.select("r"), on="r")["accepted"].mean()
     assert a < 0.35 * b  # acceptance collapses on the non-English task
     assert set(after["draft_model"]) == {inc["tokenizer_mismatch"]["params"]["draft_model"]}
+
+
+def test_small_verifier_swaps_the_target_and_cheapens_verification(tmp_path: Path) -> None:
+    cfg = {
+        **FLEET,
+        "incidents": [{"kind": "small_verifier", "deployment": "d", "start": 0.5, "verify_scale": 0.35}],
+    }
+    out = tmp_path / "small.jsonl"
+    truth = simulate(out, config=fleet_from_dict(cfg), requests=800, seed=2)
+    requests, steps = _read(out)
+    before, after = truth["deployments"][0]["periods"]
+    assert after["cost_model"]["floor_ms"] == pytest.approx(0.35 * before["cost_model"]["floor_ms"])
+    assert after["segments"][0]["target_model"] == "t-8b@v1"
+    start = datetime.fromisoformat(after["start"].replace("Z", "+00:00"))
+    late = requests.filter(pl.col("ts") >= start)
+    assert set(late["target_model"]) == {"t-8b@v1"}
+    assert set(requests.filter(pl.col("ts") < start)["target_model"]) == {"t@v1"}
+    # verify time per unit of modelled cost falls to verify_scale (noise has mean one; 4 SE of the ratio)
+    s = steps.join(requests.select("r", "ts", "batch_size"), on="r").with_columns(
+        model=10.0 + 0.2 * (pl.col("drafted") + 1) * pl.col("batch_size"), late=pl.col("ts") >= start
+    )
+    ratio = (s["verify_ms"] / s["model"]).to_numpy()
+    late_mask = s["late"].to_numpy()
+    for mask, expected in ((~late_mask, 1.0), (late_mask, 0.35)):
+        r = ratio[mask]
+        assert abs(r.mean() - expected) <= Z * r.std() / np.sqrt(len(r)) + 1e-3
