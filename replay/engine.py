@@ -1,0 +1,185 @@
+"""The speculative loop (draft proposes, target verifies, caches roll back) and the target-alone baseline.
+
+Batch 1: one prompt at a time. The statistics (what was drafted, kept, how confident the target was, how far the
+emitted distribution is from the target's) come out of the loop itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from replay.cache import forward, new_cache, rollback
+from replay.rules import Rule, emitted_distribution, total_variation, verify
+from replay.sampling import Sampling, distribution, entropy_and_margin, sample
+from replay.timing import StageClock
+
+
+@dataclass
+class Step:
+    """One verify pass: `drafted` tokens proposed, the first `accepted` kept, then one target token."""
+
+    step: int
+    drafted: int
+    accepted: int
+    draft_ms: float = 0.0
+    verify_ms: float = 0.0
+    # per drafted token: position, token_id, q, p, accepted, entropy (nats), margin (top-1 minus top-2 probability)
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    tv: list[float] = field(default_factory=list)  # TV(emitted, p) at each verified position
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    steps: list[Step]
+    draft_ms: float
+    verify_ms: float
+
+
+def speculative_generate(
+    target: Any,
+    draft: Any,
+    prompt_ids: list[int],
+    *,
+    tau: int,
+    max_new_tokens: int,
+    sampling: Sampling,
+    rule: Rule,
+    generator: torch.Generator | None,
+    vocab_size: int,
+    eos_token_id: int | None = None,
+) -> Generation:
+    """Leviathan et al. 2023 Algorithm 1 with KV caches. Invariant at the start of a step: the target's cache holds
+    every committed token but the last (which the verify pass feeds); the draft's cache holds a prefix of them."""
+    clock = StageClock(target.device)
+    seq = list(prompt_ids)
+    t_cache, d_cache = new_cache(), new_cache()
+    if len(seq) > 1:  # prefill (not timed: both runs pay it equally)
+        forward(target, seq[:-1], t_cache, vocab_size)
+        forward(draft, seq[:-1], d_cache, vocab_size)
+    out: list[int] = []
+    steps: list[Step] = []
+    while len(out) < max_new_tokens:
+        n = min(tau, max_new_tokens - len(out) - 1)  # draft tokens this step; the target adds one more
+        drafted: list[int] = []
+        q_logits: list[torch.Tensor] = []
+        q_rows: list[torch.Tensor] = []  # q: exactly the distributions the draft sampled from
+        with clock.measure("draft", len(steps)):
+            for _ in range(n):
+                unseen = (seq + drafted)[d_cache.get_seq_length() :]  # tokens the draft's cache lacks
+                logits = forward(draft, unseen, d_cache, vocab_size)[0, -1]  # (V,)
+                q_i = distribution(logits, sampling)
+                drafted.append(int(sample(q_i, generator)))
+                q_logits.append(logits)
+                q_rows.append(q_i)
+        with clock.measure("verify", len(steps)):
+            # p: the target's distributions at the n drafted positions and the bonus position, (n + 1, V)
+            t_logits = forward(target, [seq[-1], *drafted], t_cache, vocab_size)[0]
+            p = distribution(t_logits, sampling)
+            q = torch.stack(q_rows) if n else p[:0]
+            k_t, next_t = verify(rule, torch.tensor([drafted], device=p.device), q[None], p[None], generator)
+        k, next_token = int(k_t), int(next_t)
+        steps.append(_record(len(steps), drafted, k, q_logits, t_logits, q, p, sampling, rule))
+        new = [*drafted[:k], next_token]
+        rollback(
+            t_cache, len(seq) + k
+        )  # keep committed tokens + accepted drafts; next_token is fed next step
+        rollback(d_cache, min(d_cache.get_seq_length(), len(seq) + k))
+        seq += new
+        out += new
+        if eos_token_id is not None and eos_token_id in new:
+            out = out[: out.index(eos_token_id) + 1]
+            break
+    times = clock.resolve()
+    for s in steps:
+        s.draft_ms = times.get(("draft", s.step), 0.0)
+        s.verify_ms = times.get(("verify", s.step), 0.0)
+    return Generation(out, steps, clock.total("draft"), clock.total("verify"))
+
+
+def _record(
+    index: int,
+    drafted: list[int],
+    accepted: int,
+    q_logits: list[torch.Tensor],
+    t_logits: torch.Tensor,
+    q: torch.Tensor,
+    p: torch.Tensor,
+    sampling: Sampling,
+    rule: Rule,
+) -> Step:
+    """Per-token evidence of one step. Reported p and q are the distributions the rule used; for greedy runs (where
+    those are one-hot) they are the models' own softmax probabilities, which the argmax was taken over."""
+    step = Step(index, len(drafted), accepted)
+    if not drafted:
+        return step
+    ids = torch.tensor(drafted, device=p.device).unsqueeze(-1)
+    if sampling.greedy:
+        q_show = torch.softmax(torch.stack(q_logits), -1).gather(-1, ids).squeeze(-1)
+        p_show = torch.softmax(t_logits[: len(drafted)], -1).gather(-1, ids).squeeze(-1)
+    else:
+        q_show = q.gather(-1, ids).squeeze(-1)
+        p_show = p[: len(drafted)].gather(-1, ids).squeeze(-1)
+    entropy, margin = entropy_and_margin(t_logits[: len(drafted)])
+    for i, token in enumerate(drafted):
+        step.tokens.append(
+            {
+                "position": i,
+                "token_id": token,
+                "q": float(q_show[i]),
+                "p": float(p_show[i]),
+                "accepted": i < accepted,
+                "entropy": float(entropy[i]),
+                "margin": float(margin[i]),
+            }
+        )
+    # Exact losslessness check at each verified position (the accepted ones and the first rejection), in float64.
+    verified = min(accepted + 1, len(drafted))
+    # renormalised in float64 so that float32 rounding of the softmax does not show up as a TV of ~1e-7
+    p64, q64 = p[:verified].double(), q[:verified].double()
+    p64, q64 = p64 / p64.sum(-1, keepdim=True), q64 / q64.sum(-1, keepdim=True)
+    step.tv = [float(x) for x in total_variation(emitted_distribution(rule, p64, q64), p64)]
+    if accepted == len(drafted):
+        step.tv.append(0.0)  # the bonus token is drawn from p itself
+    return step
+
+
+@dataclass
+class Baseline:
+    token_ids: list[int]
+    logit_margins: list[float]  # target top-1 minus top-2 logit at each generated position
+    ms: float
+
+
+def target_generate(
+    target: Any,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    sampling: Sampling,
+    generator: torch.Generator | None,
+    vocab_size: int,
+    eos_token_id: int | None = None,
+) -> Baseline:
+    """The target alone, one token per forward pass (timed the same way as the speculative loop)."""
+    clock = StageClock(target.device)
+    cache = new_cache()
+    seq = list(prompt_ids)
+    if len(seq) > 1:
+        forward(target, seq[:-1], cache, vocab_size)
+    out: list[int] = []
+    margins: list[float] = []
+    while len(out) < max_new_tokens:
+        with clock.measure("target", len(out)):
+            logits = forward(target, seq[-1:], cache, vocab_size)[0, -1]
+            token = int(sample(distribution(logits, sampling), generator))
+        top2 = logits.topk(2).values
+        margins.append(float(top2[0] - top2[1]))
+        seq.append(token)
+        out.append(token)
+        if token == eos_token_id:
+            break
+    return Baseline(out, margins, clock.total("target"))

@@ -1,0 +1,56 @@
+"""Turning logits into the distributions the acceptance rules compare: one function for p and q alike.
+
+The draft samples from exactly the q that the rule later divides by; a draft that samples from one distribution
+while reporting another silently breaks losslessness, so both models go through :func:`distribution`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """temperature 0 means greedy (the distribution is the one-hot argmax); top_p in (0, 1] is nucleus sampling."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+def distribution(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Probabilities (..., V) in float32 that the model samples from under `sampling`.
+
+    Greedy: one-hot of the argmax. Otherwise softmax(logits / T), then top-p: keep the smallest set of most probable
+    tokens whose mass reaches top_p (the first token always kept) and renormalise.
+    """
+    logits = logits.float()
+    if sampling.greedy:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the strictly more probable tokens
+    sorted_p = torch.where(mass_before < sampling.top_p, sorted_p, torch.zeros_like(sorted_p))
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token id per row of probs (..., V); a one-hot row (greedy) always yields its argmax."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def entropy_and_margin(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own confidence at temperature 1: entropy H = -sum p log p (nats) and top-1 minus top-2 probability."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    top2 = logp.exp().topk(2, dim=-1).values
+    return entropy, top2[..., 0] - top2[..., 1]

@@ -1,0 +1,161 @@
+"""The speculative loop on tiny random models: greedy output is exactly the target's, whatever the draft.
+
+Three drafts: the target itself (agrees fully), an unrelated random model (agrees almost never) and a
+weight-perturbed copy of the target (agrees partially). Reference outputs come from transformers'
+`generate(do_sample=False)` and its own assisted generation (`assistant_model=`).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from replay import engine
+from replay.engine import speculative_generate, target_generate
+from replay.rules import Rule
+from replay.sampling import Sampling
+
+VOCAB = 48
+NEW = 16
+PROMPTS = [[3, 4, 5, 6, 7], [11], [40, 2 + 1, 17, 17, 17, 9, 30, 31]]
+
+
+def tiny(seed: int) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.4, eos_token_id=None,
+        bos_token_id=None, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models: one thread is fastest and keeps the shared CI box free
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, LlamaForCausalLM]:
+    target = tiny(0)
+    perturbed = tiny(0)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for w in perturbed.parameters():
+            w.add_(0.02 * torch.randn_like(w) * w.std())
+    return {"target": target, "self": target, "other": tiny(1), "perturbed": perturbed}
+
+
+def spec(models, draft: str, prompt: list[int], tau: int = 4, **kw):
+    kw.setdefault("sampling", Sampling())
+    kw.setdefault("rule", Rule("strict"))
+    kw.setdefault("generator", torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return speculative_generate(
+            models["target"], models[draft], prompt, tau=tau, max_new_tokens=NEW, vocab_size=VOCAB, **kw
+        )
+
+
+def hf(models, prompt: list[int], assistant: str | None = None) -> list[int]:
+    extra = {"assistant_model": models[assistant]} if assistant else {}
+    with torch.inference_mode():
+        out = models["target"].generate(
+            torch.tensor([prompt]), do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW, **extra
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("draft", ["self", "other", "perturbed"])
+def test_greedy_output_equals_generate_and_assisted_generation(models, draft):
+    for prompt in PROMPTS:
+        ours = spec(models, draft, prompt).token_ids
+        assert ours == hf(models, prompt)
+        assert ours == hf(models, prompt, assistant=draft)
+
+
+def acceptance_rate(models, draft: str) -> float:
+    runs = [spec(models, draft, prompt) for prompt in PROMPTS]
+    drafted = sum(s.drafted for g in runs for s in g.steps)
+    return sum(s.accepted for g in runs for s in g.steps) / drafted
+
+
+def test_the_three_drafts_cover_full_partial_and_no_agreement(models):
+    assert acceptance_rate(models, "self") == 1.0
+    assert 0.2 < acceptance_rate(models, "perturbed") < 0.95
+    assert acceptance_rate(models, "other") < 0.2
+
+
+@pytest.mark.parametrize("tau", [0, 1, 3, 8])
+def test_any_tau_gives_the_target_output_and_consistent_counts(models, tau):
+    g = spec(models, "perturbed", PROMPTS[0], tau=tau)
+    assert g.token_ids == hf(models, PROMPTS[0])
+    # every step emits its accepted drafts plus one target token
+    assert sum(s.accepted + 1 for s in g.steps) == len(g.token_ids) == NEW
+    assert all(s.drafted <= tau and 0 <= s.accepted <= s.drafted for s in g.steps)
+    assert all(len(s.tokens) == s.drafted for s in g.steps)
+
+
+def test_negative_control_cache_not_rolled_back_breaks_equality(models, monkeypatch):
+    created = []
+    real_new_cache, real_rollback = engine.new_cache, engine.rollback
+
+    def recording_new_cache():
+        created.append(real_new_cache())
+        return created[-1]
+
+    def rollback_all_but_target(cache, length):  # the target's cache is created first
+        if cache is not created[0]:
+            real_rollback(cache, length)
+
+    monkeypatch.setattr(engine, "new_cache", recording_new_cache)
+    monkeypatch.setattr(engine, "rollback", rollback_all_but_target)
+    assert spec(models, "perturbed", PROMPTS[0]).token_ids != hf(models, PROMPTS[0])
+
+
+def test_target_alone_matches_generate(models):
+    with torch.inference_mode():
+        alone = target_generate(
+            models["target"],
+            PROMPTS[2],
+            max_new_tokens=NEW,
+            sampling=Sampling(),
+            generator=None,
+            vocab_size=VOCAB,
+        )
+    assert alone.token_ids == hf(models, PROMPTS[2])
+    assert all(m >= 0 for m in alone.logit_margins) and alone.ms > 0
+
+
+def test_per_token_records_carry_probabilities_and_confidence(models):
+    g = spec(models, "perturbed", PROMPTS[0])
+    tokens = [t for s in g.steps for t in s.tokens]
+    assert tokens and all(0 <= t["q"] <= 1 and 0 <= t["p"] <= 1 for t in tokens)
+    assert all(t["entropy"] >= 0 and 0 <= t["margin"] <= 1 for t in tokens)
+    # greedy: a drafted token is accepted exactly when it is the target's argmax there
+    for s in g.steps:
+        assert [t["accepted"] for t in s.tokens] == [i < s.accepted for i in range(s.drafted)]
+    assert g.draft_ms > 0 and g.verify_ms > 0
+
+
+def sampled(models, rule: Rule, seed: int):
+    return spec(models, "perturbed", PROMPTS[0], sampling=Sampling(1.0, 0.9), rule=rule,
+                generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def test_seeded_sampling_is_reproducible(models):
+    a, b = sampled(models, Rule("rejection"), 3), sampled(models, Rule("rejection"), 3)
+    assert a.token_ids == b.token_ids
+    assert [s.accepted for s in a.steps] == [s.accepted for s in b.steps]
+    assert sampled(models, Rule("rejection"), 4).token_ids != a.token_ids
+
+
+def test_exact_tv_is_zero_for_rejection_and_positive_for_typical(models):
+    tv_rejection = [tv for s in sampled(models, Rule("rejection"), 0).steps for tv in s.tv]
+    tv_typical = [tv for s in sampled(models, Rule("typical", 0.3, 0.5), 0).steps for tv in s.tv]
+    assert tv_rejection and max(tv_rejection) < 1e-9
+    assert max(tv_typical) > 1e-3
