@@ -185,8 +185,38 @@ def rank_drafts(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for m in members
         ]
         drafts.sort(key=lambda d: -d["expected_speedup"])
-        out.append({"deployment": deployment, "segment": dict(rest), "drafts": drafts})
+        out.append(
+            {"deployment": deployment, "segment": dict(rest), "source": "production", "drafts": drafts}
+        )
     return out
+
+
+def replay_drafts(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Drafts replayed against one target, ranked by measured speedup (the best tau of each draft)."""
+    cur = con.execute(find_query("recommend_replay_drafts").sql)
+    names = [d[0] for d in cur.description]
+    by_target: dict[Any, dict[Any, dict[str, Any]]] = defaultdict(dict)
+    for row in cur.fetchall():
+        rec = dict(zip(names, row))
+        best = by_target[rec["target"]].get(rec["draft"])
+        if rec["speedup"] is not None and (best is None or rec["speedup"] > best["expected_speedup"]):
+            by_target[rec["target"]][rec["draft"]] = {
+                "draft_model": rec["draft"],
+                "recommended_tau": rec["tau"],
+                "expected_speedup": rec["speedup"],
+                "mean_acceptance_length": rec["mean_acceptance_length"],
+                "cost_ratio": rec["cost_ratio"],
+                "not_much_cheaper": rec["cost_ratio"] is not None and rec["cost_ratio"] >= DRAFT_COST_FLAG,
+                "prompts": rec["prompts"],
+            }
+    return [
+        {
+            "target_model": target,
+            "source": "replay",
+            "drafts": sorted(d.values(), key=lambda r: -r["expected_speedup"]),
+        }
+        for target, d in by_target.items()
+    ]
 
 
 def allocate(

@@ -347,7 +347,7 @@ def recommend_report(
         "skipped": [r for r in recs if "_units" not in r],
     }
     report["policies"] = policies.evaluate_policies(con, scored, max_tau, seed)
-    report["drafts"] = policies.rank_drafts(report["recommendations"])
+    report["drafts"] = policies.rank_drafts(report["recommendations"]) + policies.replay_drafts(con)
     if budget is not None:
         report["budget"] = policies.allocate_budgets(scored, budget, max_tau)
     return report

@@ -337,3 +337,33 @@ def test_engine_windows_and_request_records_feed_the_same_estimator(db: Path) ->
         assert rec["current_tau"] == 5 and rec["estimated_positions"] == 5
         np.testing.assert_allclose(rec["alpha_by_position"][:5], truth, atol=0.02)
     assert recs["engine"]["requests"] == 40  # each window is one resampling unit
+
+
+def test_replayed_drafts_are_ranked_by_measured_speedup(run, db: Path) -> None:
+    con = connect(db)
+    rows = [
+        # draft, tau, steps, drafted, accepted, draft_ms, verify_ms, target_only_ms (per prompt)
+        ("small", 4, 100, 400, 240, 100.0, 2400.0, 7800.0),  # c = 0.25 / (7800 / 340) = 0.011
+        ("small", 6, 100, 600, 280, 150.0, 2500.0, 8400.0),
+        ("twin", 4, 100, 400, 360, 4000.0, 2400.0, 9800.0),  # c = 10 / (9800 / 460) = 0.47 -> not flagged
+        ("huge", 4, 100, 400, 380, 9000.0, 2400.0, 10000.0),  # c = 22.5 / (10000 / 480) = 1.08 -> flagged
+    ]
+    for i, (draft, tau, steps, drafted, accepted, d_ms, v_ms, t_ms) in enumerate(rows):
+        con.execute(
+            "insert into replay_runs (run_id, prompt_id, created_at, target, draft, tau, steps, drafted, accepted,"
+            " draft_ms, verify_ms, target_only_ms) values (?, 'p1', ?, 'big-target', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [f"run{i}", datetime(2026, 1, 1), draft, tau, steps, drafted, accepted, d_ms, v_ms, t_ms],
+        )
+    report = recommend_report(con, n_boot=0)
+    con.close()
+    (ranked,) = [d for d in report["drafts"] if d["source"] == "replay"]
+    assert ranked["target_model"] == "big-target"
+    drafts = {d["draft_model"]: d for d in ranked["drafts"]}
+    assert [d["draft_model"] for d in ranked["drafts"]] == ["small", "twin", "huge"]
+    # small: tau 4 gives 7800 / 2500 = 3.12x, tau 6 gives 8400 / 2650 = 3.17x
+    assert drafts["small"]["recommended_tau"] == 6
+    assert drafts["small"]["expected_speedup"] == pytest.approx(8400 / 2650)
+    assert drafts["huge"]["not_much_cheaper"] and not drafts["twin"]["not_much_cheaper"]
+    assert drafts["huge"]["cost_ratio"] == pytest.approx(22.5 / (10000 / 480))
+    table = run("recommend", "--db", db, "--boot", "0")
+    assert "target big-target (replays)" in table.stdout and "not much cheaper" in table.stdout

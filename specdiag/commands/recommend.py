@@ -177,15 +177,28 @@ def _render_report(report: dict[str, Any]) -> None:
         for note in dict.fromkeys(n for p in report["policies"] for n in p["notes"]):
             message(note)
     for d in report.get("drafts", []):
-        dt = Table(title=f"{d['deployment']} ({_segment(d['segment'])}): drafts ranked by expected speedup")
-        for col in ("draft", "best tau", "speedup", "alpha", "c", "flag"):
+        where = (
+            f"target {d['target_model']} (replays)"
+            if d["source"] == "replay"
+            else f"{d['deployment']} ({_segment(d['segment'])})"
+        )
+        dt = Table(title=f"{where}: drafts ranked by expected speedup")
+        for col in ("draft", "best tau", "speedup", "acceptance", "c", "flag"):
             dt.add_column(col)
         for row in d["drafts"]:
             flag = "not much cheaper than the target" if row["not_much_cheaper"] else ""
+            accept = (
+                f"alpha {row['alpha']:.3f}" if "alpha" in row else f"MAL {row['mean_acceptance_length']:.2f}"
+            )
+            c = "-" if row["cost_ratio"] is None else f"{row['cost_ratio']:.3f}"
             dt.add_row(
-                str(row["draft_model"]), str(row["recommended_tau"]), f"{row['expected_speedup']:.2f}x",
-                f"{row['alpha']:.3f}", f"{row['cost_ratio']:.3f}", flag,
-            )  # fmt: skip
+                str(row["draft_model"]),
+                str(row["recommended_tau"]),
+                f"{row['expected_speedup']:.2f}x",
+                accept,
+                c,
+                flag,
+            )
         out_console.print(dt)
     for b in report.get("budget", []):
         bt = Table(title=f"{b['deployment']}: budget {b['budget']} tokens per step, batch {b['batch_size']}")
