@@ -48,7 +48,10 @@ class TraceWriter:
 
     def _request_ids(self, b: Block) -> pl.Series:
         """`"<prefix>-<9-digit request number>"` (JSON-quoted): unique across runs with different seeds."""
-        return pl.Series([_js(f"{self.id_prefix}-{i:09d}") for i in b.index.tolist()], dtype=pl.String)
+        opening = _js(self.id_prefix + "-")[
+            :-1
+        ]  # the escaped prefix with its opening quote; digits need no escaping
+        return pl.Series([f'{opening}{i:09d}"' for i in b.index.tolist()], dtype=pl.String)
 
     def write(self, b: Block) -> None:
         n = len(b.ts)
