@@ -49,7 +49,7 @@ from specdiag.store import connect, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
-DUCKDB_MEMORY = "768MB"  # fixed text, not user input
+DUCKDB_MEMORY = "512MB"  # fixed text, not user input
 
 
 @dataclass
