@@ -256,7 +256,7 @@ def _recommend_group(
         "current_speedup": curve[current]["speedup"],
         "expected_speedup": curve[tau]["speedup"],
         "gain": curve[tau]["speedup"] / curve[current]["speedup"] - 1.0,
-        "ci": curve[tau].get("ci", [None, None]),
+        "ci": curve[tau].get("ci"),  # None without bootstrap replicates (--boot 0)
         "curve": curve,
         "tau_by_batch_size": _batch_table(est.cond_alpha, cost, batches, max_tau),
         "notes": notes,

@@ -127,7 +127,7 @@ def _render_report(report: dict[str, Any]) -> None:
     for col in ("alpha", "c", "tau", "speedup", "95% CI", "gain"):
         table.add_column(col, justify="right")
     for r in report["recommendations"]:
-        lo, hi = r["ci"]
+        lo, hi = r["ci"] or (None, None)
         table.add_row(
             r["deployment"],
             _values(r["segment"]),
