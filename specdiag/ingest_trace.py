@@ -10,6 +10,7 @@ or normalises it. Both paths produce frames with the same schema, so rows are bu
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +103,16 @@ def _arrow_schema(ts_type: pa.DataType) -> pa.Schema:
 _SCHEMAS = [_arrow_schema(pa.string()), _arrow_schema(pa.float64())]
 
 
+# A non-blank line that does not open an object. pyarrow's JSON reader crashes the process (SIGSEGV, pyarrow 26)
+# when the first value of its input is `null`, and turns a later `null` into a row of nulls: such input never
+# reaches it; the line validator gives those lines their reason (not_object).
+_NOT_OBJECT_LINE = re.compile(rb"(?m)^[ \t\r]*[^{ \t\r\n]")
+
+
 def _read_arrow(data: bytes) -> pa.Table | None:
     """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them."""
+    if _NOT_OBJECT_LINE.search(data):
+        return None
     for schema in _SCHEMAS:
         try:
             return pj.read_json(
