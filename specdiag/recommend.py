@@ -220,10 +220,13 @@ def _recommend_group(
     tau = best_tau(curve)
     boots = bootstrap_curves(at_risk, accepted, cost, batch, max_tau, n_boot, rng)
     lo_q, hi_q = 100 * (1 - CI_LEVEL) / 2, 100 * (1 + CI_LEVEL) / 2
+    p_best = None
     if boots.shape[0]:
         lo, hi = np.nanpercentile(boots, [lo_q, hi_q], axis=0)
         for row in curve:
             row["ci"] = [float(lo[row["tau"]]), float(hi[row["tau"]])]
+        # share of replicates whose own best tau is the recommended one (np.argmax: ties to the smaller tau)
+        p_best = float(np.mean(np.argmax(np.round(boots, 12), axis=1) == tau))
     current = min(current_tau, max_tau)
     # alpha as in the glossary: the i.i.d. alpha whose Eq. (1) gives the modelled MAL at the current tau
     alpha = alpha_from_mal(expected_tokens(est.cond_alpha, current), current) if current > 0 else est.alpha
@@ -257,6 +260,7 @@ def _recommend_group(
         "expected_speedup": curve[tau]["speedup"],
         "gain": curve[tau]["speedup"] / curve[current]["speedup"] - 1.0,
         "ci": curve[tau].get("ci"),  # None without bootstrap replicates (--boot 0)
+        "p_best": p_best,
         "curve": curve,
         "tau_by_batch_size": _batch_table(est.cond_alpha, cost, batches, max_tau),
         "notes": notes,
