@@ -101,6 +101,7 @@ def _arrow_schema(ts_type: pa.DataType) -> pa.Schema:
 
 
 _SCHEMAS = [_arrow_schema(pa.string()), _arrow_schema(pa.float64())]
+_last_schema = [_SCHEMAS[0]]
 
 
 # A non-blank line that does not open an object. pyarrow's JSON reader crashes the process (SIGSEGV, pyarrow 26)
@@ -110,18 +111,23 @@ _NOT_OBJECT_LINE = re.compile(rb"(?m)^[ \t\r]*[^{ \t\r\n]")
 
 
 def _read_arrow(data: bytes) -> pa.Table | None:
-    """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them."""
+    """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
+
+    The variant that worked last is tried first: a file uses one kind of timestamp throughout, as a rule.
+    """
     if _NOT_OBJECT_LINE.search(data):
         return None
-    for schema in _SCHEMAS:
+    for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
         try:
-            return pj.read_json(
+            table = pj.read_json(
                 io.BytesIO(data),
                 read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
                 parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
+        _last_schema[0] = schema
+        return table
     return None
 
 
@@ -179,9 +185,11 @@ def _non_null(df: pl.DataFrame) -> set[str]:
 
 
 def _fields_ok(fields: dict[str, tuple[str, Any]], required: tuple[str, ...], present: set[str]) -> pl.Expr:
+    if any(name not in present for name in required):
+        return pl.lit(False)  # a required column with no value at all: every row goes to the validator
     ok = pl.lit(True)
     for name in required:
-        ok = ok & pl.col(name).is_not_null() if name in present else pl.lit(False)
+        ok = ok & pl.col(name).is_not_null()
     for name in ("request_id", "deployment"):
         if name in fields and name in present:
             ok = ok & (pl.col(name).is_null() | (pl.col(name) != ""))
