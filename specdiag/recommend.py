@@ -228,10 +228,13 @@ def _recommend_group(
         # share of replicates whose own best tau is the recommended one (np.argmax: ties to the smaller tau)
         p_best = float(np.mean(np.argmax(np.round(boots, 12), axis=1) == tau))
     current = min(current_tau, max_tau)
+    notes = []
+    if current == 0:  # speculative steps but no configured tau > 0 logged: the longest draft seen stands in
+        current = int(np.flatnonzero(est.at_risk > 0).max()) + 1 if (est.at_risk > 0).any() else 0
+        notes.append(f"no configured tau logged: current tau {current} is the longest draft seen")
     # alpha as in the glossary: the i.i.d. alpha whose Eq. (1) gives the modelled MAL at the current tau
     alpha = alpha_from_mal(expected_tokens(est.cond_alpha, current), current) if current > 0 else est.alpha
     c = cost.cost_ratio(batch)
-    notes = []
     if c >= policies.DRAFT_COST_FLAG:
         notes.append(f"the draft costs {c:.2f} of a target pass: not much cheaper than the target")
     if alpha <= c:

@@ -369,3 +369,13 @@ def test_replayed_drafts_are_ranked_by_measured_speedup(run, db: Path) -> None:
     assert drafts["huge"]["cost_ratio"] == pytest.approx(22.5 / (10000 / 480))
     table = run("recommend", "--db", db, "--boot", "0")
     assert "target big-target (replays)" in table.stdout and "not much cheaper" in table.stdout
+
+
+def test_current_tau_falls_back_to_the_longest_draft_when_tau_is_not_logged(db: Path) -> None:
+    con = connect(db)
+    write_fleet(con, Fleet("no-tau", DECAY, COST, tau=5, requests=60), np.random.default_rng(8))
+    con.execute("update requests set tau = null")
+    (rec,) = recommend_from_store(con, n_boot=0)
+    con.close()
+    assert rec["current_tau"] == 5
+    assert any("no configured tau" in n for n in rec["notes"])
