@@ -110,12 +110,25 @@ _last_schema = [_SCHEMAS[0]]
 _NOT_OBJECT_LINE = re.compile(rb"(?m)^[ \t\r]*[^{ \t\r\n]")
 
 
+def _has_non_object_line(data: bytes) -> bool:
+    """Whether a non-blank line does not start with "{" (numpy on line starts; the regex only for indented lines)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    starts = np.concatenate(([0], np.flatnonzero(arr == 10) + 1))
+    firsts = arr[starts[starts < len(arr)]]
+    if np.isin(firsts, _INDENT).any():
+        return _NOT_OBJECT_LINE.search(data) is not None
+    return bool(((firsts != ord("{")) & (firsts != ord("\n"))).any())
+
+
+_INDENT = np.frombuffer(b" \t\r", dtype=np.uint8)
+
+
 def _read_arrow(data: bytes) -> pa.Table | None:
     """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
 
     The variant that worked last is tried first: a file uses one kind of timestamp throughout, as a rule.
     """
-    if _NOT_OBJECT_LINE.search(data):
+    if _has_non_object_line(data):
         return None
     for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
         try:
