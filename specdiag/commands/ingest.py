@@ -30,7 +30,7 @@ JSON_KEYS = (
     "fmt",
     default="auto",
     show_default=True,
-    help="auto (sniff each file), trace, or an engine format name (vllm-v1-log, sglang-log, prometheus, ...).",
+    help="auto (sniff each file), trace, or an engine format of docs/engine-formats.md (e.g. vllm-log, prometheus).",
 )
 @click.option("--deployment", default=None, help="Deployment name for engine logs that do not print one.")
 @click.option(
