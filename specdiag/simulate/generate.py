@@ -70,6 +70,7 @@ def draw_steps(
     target_tokens (steps emit accepted + 1 tokens)."""
     max_k = int((reach[:, 1:] > 0).sum(axis=1).max()) if len(reach) else 0
     mu = reach.sum(axis=1)  # expected tokens per step
+    by_position = np.ascontiguousarray(reach.T)  # by_position[k] = P_k of every request: 1-D gathers
     remaining = target_tokens.astype(np.int64).copy()
     active = np.arange(len(reach))
     reqs, accs = [], []
@@ -82,7 +83,7 @@ def draw_steps(
         u = rng.random(idx.size)
         acc = np.zeros(idx.size, dtype=np.int64)
         for k in range(1, max_k + 1):  # accepted = #{k : u < P_k}; loop over positions, not steps
-            acc += u < reach[idx, k]
+            acc += u < by_position[k][idx]
         reqs.append(idx)
         accs.append(acc)
         remaining -= np.bincount(idx, weights=acc + 1, minlength=len(reach)).astype(np.int64)
