@@ -1,0 +1,142 @@
+"""`specdiag replay` end to end on a tiny saved pair: JSON keys, --save into the store, errors, import hygiene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import duckdb
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from replay.demo_pair import VOCAB_SIZE, build_tokenizer
+
+KEYS = {
+    "prompt_id", "output_token_ids", "output_text", "steps", "drafted", "accepted", "acceptance_rate",
+    "mean_acceptance_length", "draft_ms", "verify_ms", "target_only_ms", "speedup", "matches_target_only",
+    "tv_max", "tv_mean",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pair_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    tokenizer = build_tokenizer()
+    for name, seed, layers in (("target", 0, 2), ("draft", 1, 1)):
+        config = LlamaConfig(
+            vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
+            bos_token_id=None, eos_token_id=None, pad_token_id=257,
+        )  # fmt: skip
+        torch.manual_seed(seed)
+        LlamaForCausalLM(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root / "target", root / "draft"
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    records = [
+        {"prompt_id": "code", "prompt": "def add(a, b):\n    return", "request_id": "r-1"},
+        {"prompt_id": "ids", "prompt_ids": [100, 101, 102], "tau": 2},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_json_output_has_exactly_the_documented_keys(run, pair_dirs, prompts):
+    target, draft = pair_dirs
+    result = run("replay", "--target", target, "--draft", draft, "--prompts", prompts, "--json",
+                 "--max-new-tokens", 12, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)["results"]
+    assert [r["prompt_id"] for r in out] == ["code", "ids"]
+    for r in out:
+        assert set(r) == KEYS  # greedy + strict: matches the target alone, so no first_divergence
+        assert r["matches_target_only"] is True and r["tv_max"] == 0.0
+        assert len(r["output_token_ids"]) == 12
+        assert r["steps"] <= 12 and 0 <= r["accepted"] <= r["drafted"]
+    assert out[1]["drafted"] <= 2 * out[1]["steps"]  # the record's tau = 2 applies
+
+
+def test_save_writes_runs_steps_and_tokens(run, pair_dirs, prompts, db):
+    target, draft = pair_dirs
+    result = run("replay", "--target", target, "--draft", draft, "--prompts", prompts, "--db", db, "--save",
+                 "--max-new-tokens", 8, "--target-name", "tiny-t", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "saved replay run" in " ".join(result.stderr.split())  # messages on stderr
+    assert "│ yes" in result.stdout  # the table on stdout (matches the target alone)
+    con = duckdb.connect(str(db), read_only=True)
+    runs = con.execute(
+        "select prompt_id, request_id, target, draft, drafted, accepted, steps from replay_runs order by prompt_id"
+    ).fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
+        ("code", "r-1", "tiny-t", "draft"),
+        ("ids", None, "tiny-t", "draft"),
+    ]
+    for prompt_id, _, _, _, drafted, accepted, steps in runs:
+        s = con.execute(
+            "select count(*), sum(drafted), sum(accepted) from replay_steps where prompt_id = ?", [prompt_id]
+        ).fetchone()
+        assert s == (steps, drafted, accepted)
+        t = con.execute(
+            "select count(*), count(*) filter (where accepted) from replay_tokens where prompt_id = ?",
+            [prompt_id],
+        ).fetchone()
+        assert t == (drafted, accepted)
+
+
+def test_profile_costs_stores_a_cost_table(run, pair_dirs, db):
+    target, draft = pair_dirs
+    result = run("replay", "--target", target, "--draft", draft, "--db", db, "--profile-costs", "--json",
+                 "--profile-tau-max", 2, "--profile-batch-sizes", "1,2", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["cost_profile"]) == 2 * 3
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "select batch_size, n_tokens, target_ms, draft_ms_per_token from cost_profiles"
+    ).fetchall()
+    assert sorted((b, n) for b, n, _, _ in rows) == [(b, n) for b in (1, 2) for n in (1, 2, 3)]
+    assert all(t > 0 and d > 0 for _, _, t, d in rows)
+
+
+def test_bad_prompt_line_is_a_one_line_input_error(run, pair_dirs, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt_id": 1, "prompt": "ok"}\n{"prompt_id": 2}\n')
+    result = run("replay", "--target", pair_dirs[0], "--draft", pair_dirs[1], "--prompts", bad)
+    assert result.exit_code == 3
+    assert f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_model_folder_and_usage_errors(run, prompts, tmp_path):
+    result = run("replay", "--target", tmp_path / "nope", "--draft", tmp_path / "nope", "--prompts", prompts)
+    assert result.exit_code == 5 and "not a model folder" in result.stderr
+    assert run("replay", "--target", "x", "--draft", "y").exit_code == 2  # nothing to replay
+    assert run("replay", "--prompts", prompts, "--save").exit_code == 2  # --save needs --db
+
+
+def test_strict_with_temperature_is_refused(run, pair_dirs, prompts):
+    result = run("replay", "--target", pair_dirs[0], "--draft", pair_dirs[1], "--prompts", prompts,
+                 "--acceptance", "strict", "--temperature", "0.8", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 2 and "strict acceptance is greedy" in result.stderr
+
+
+def test_sampled_replay_reports_divergence_verdicts(run, pair_dirs, prompts):
+    result = run("replay", "--target", pair_dirs[0], "--draft", pair_dirs[1], "--prompts", prompts, "--json",
+                 "--temperature", "1.0", "--acceptance", "rejection", "--max-new-tokens", 8, "--device", "cpu")  # fmt: skip
+    out = json.loads(result.stdout)["results"]
+    for r in out:
+        assert r["tv_max"] < 1e-9
+        if not r["matches_target_only"]:
+            assert r["first_divergence"]["verdict"] == "sampled"
+
+
+def test_importing_the_command_and_package_does_not_import_torch():
+    code = (
+        "import sys, replay, specdiag.commands.replay, replay.api, replay.prompts, replay.demo_pair; "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
