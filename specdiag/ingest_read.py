@@ -106,9 +106,8 @@ class _Counting(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        n = self.inner.readinto(buffer)  # type: ignore[attr-defined]
+        n = n or 0
         self.count += n
         return n
 

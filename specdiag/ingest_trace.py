@@ -110,10 +110,11 @@ _last_schema = [_SCHEMAS[0]]
 _NOT_OBJECT_LINE = re.compile(rb"(?m)^[ \t\r]*[^{ \t\r\n]")
 
 
-def _has_non_object_line(data: bytes) -> bool:
+def _has_non_object_line(data: bytes, starts: np.ndarray | None = None) -> bool:
     """Whether a non-blank line does not start with "{" (numpy on line starts; the regex only for indented lines)."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(arr == 10) + 1))
+    if starts is None:
+        starts = np.concatenate(([0], np.flatnonzero(arr == 10) + 1))
     firsts = arr[starts[starts < len(arr)]]
     if np.isin(firsts, _INDENT).any():
         return _NOT_OBJECT_LINE.search(data) is not None
@@ -123,12 +124,12 @@ def _has_non_object_line(data: bytes) -> bool:
 _INDENT = np.frombuffer(b" \t\r", dtype=np.uint8)
 
 
-def _read_arrow(data: bytes) -> pa.Table | None:
+def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | None:
     """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
 
     The variant that worked last is tried first: a file uses one kind of timestamp throughout, as a rule.
     """
-    if _has_non_object_line(data):
+    if _has_non_object_line(data, starts):
         return None
     for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
         try:
@@ -348,7 +349,7 @@ def _parse_piece(block: Block, idx: np.ndarray, out: list[Any], slow: list[int],
     except UnicodeDecodeError:
         pass
     else:
-        table = _read_arrow(data)
+        table = _read_arrow(data, block.starts if whole else None)
     if table is not None and table.num_rows == len(idx):
         lines = block.first_line + idx
         requests, steps, need = _fast(table, lines)
