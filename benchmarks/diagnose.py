@@ -1,6 +1,7 @@
 """How long `specdiag diagnose` takes on a large simulated store, and how much memory it holds.
 
     .venv/bin/python benchmarks/diagnose.py [--requests 60000] [--replicate 10] [--scenario mixed] [--db FILE]
+        [--reuse]
 
 Simulates --requests requests of a scenario (about 80 steps each), ingests them, then copies every request and step
 --replicate - 1 more times into further deployments (``<name>~k``, same times and values) so that the store reaches
@@ -52,21 +53,25 @@ def main() -> None:
     ap.add_argument("--scenario", default="mixed")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--db", type=Path, help="keep the store here (default: a temporary folder)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="time diagnose on an existing --db, building nothing"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "bench.duckdb"
         trace = Path(tmp) / "bench.jsonl"
         timings: dict[str, float] = {}
-        t = time.perf_counter()
-        simulate(trace, scenario=args.scenario, requests=args.requests, seed=args.seed)
-        timings["simulate_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ingest_paths([trace], db=db, progress=False)
-        timings["ingest_s"] = time.perf_counter() - t
-        trace.unlink()
-        t = time.perf_counter()
-        replicate(db, args.replicate)
-        timings["replicate_s"] = time.perf_counter() - t
+        if not (args.reuse and db.exists()):
+            t = time.perf_counter()
+            simulate(trace, scenario=args.scenario, requests=args.requests, seed=args.seed)
+            timings["simulate_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            ingest_paths([trace], db=db, progress=False)
+            timings["ingest_s"] = time.perf_counter() - t
+            trace.unlink()
+            t = time.perf_counter()
+            replicate(db, args.replicate)
+            timings["replicate_s"] = time.perf_counter() - t
         con = connect(db)
         requests, steps = con.execute(
             "select (select count(*) from requests), (select count(*) from steps)"
@@ -77,7 +82,7 @@ def main() -> None:
         con.close()
         size = db.stat().st_size
     result = {
-        "scenario": args.scenario,
+        "scenario": args.scenario if "simulate_s" in timings else None,
         "requests": requests,
         "steps": steps,
         "db_bytes": size,

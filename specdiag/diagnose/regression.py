@@ -4,14 +4,15 @@ Every segment (a deployment, or a deployment restricted to one value of one dime
 the chosen windows), Benjamini-Hochberg runs across all of them, and a candidate needs q <= FDR_Q *and* a material
 drop (MIN_DROP). Then, per deployment:
 
-- a child segment *explains* the drop when the rest of the deployment (parent minus child, from the same sums) shows
-  no material drop at the child's split; the explaining child that leaves the least change in the rest is reported,
-  not the parent;
+- a child segment *explains* the drop when it dropped significantly more than the rest of the deployment (parent
+  minus child, from the same sums, at the child's split; one-sided z of the difference of the two moves >= 1.645)
+  and the rest shows no material, significant drop; the child whose move stands out most is reported, not the parent;
 - when no child explains it (the drop is spread across children), the deployment itself is reported, not its children.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,9 @@ from specdiag.findings import Finding
 from specdiag.stats import Comparison
 
 MIN_DROP = 0.02  # absolute drop in acceptance_rate worth an engineer's time
+HETEROGENEITY_Z = (
+    1.645  # one-sided 5%: a child explains a drop only if it moved more than the rest of the deployment
+)
 
 
 def material(t: SegmentTest, sign: float = -1.0) -> bool:
@@ -61,14 +65,16 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             if min(rest.before.n, rest.after.n) < stats.MIN_REQUESTS:
                 continue  # the child is (nearly) all of the deployment: not more specific than its parent
             proper.append(child)
-            if not (sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q):
-                explaining.append((child, rest))
+            # heterogeneity: the child moved more than the rest (one-sided z test of the difference of the moves);
+            # a segment that merely contains the moved one (most of the traffic, say) moved like its rest
+            het = (child.acceptance.diff - rest.diff) / math.hypot(child.acceptance.se, rest.se)
+            rest_moved = sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q
+            if sign * het >= HETEROGENEITY_Z and not rest_moved:
+                explaining.append((child, rest, sign * het))
         if explaining:
-            # the most complete explanation: the child that leaves the least change in the rest of the deployment
-            # (a larger segment that merely contains the moved one leaves part of the move outside it)
-            explaining.sort(key=lambda cr: (sign * cr[1].z, -abs(cr[0].acceptance.z)))
-            best, rest = explaining[0]
-            others = [c.segment.fields for c, _ in explaining[1:]]
+            explaining.sort(key=lambda cr: -cr[2])  # the child whose move stands out most from the rest
+            best, rest, _ = explaining[0]
+            others = [c.segment.fields for c, _, _ in explaining[1:]]
             chosen.append((best, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": others}))
         elif parent is not None and material(parent, sign):
             chosen.append((parent, {}))
