@@ -1,0 +1,78 @@
+"""Where `ingest` spends its CPU: CPU seconds per stage for one trace file, in one process.
+
+    .venv/bin/python benchmarks/ingest_stages.py [--steps 1000000]
+
+Generates the same file as benchmarks/ingest.py, then ingests it into a fresh database with each stage wrapped in
+``time.process_time`` (all threads of the process): pyarrow's parse, the vectorised checks, the DuckDB writes, the
+rest of reading (decompression, SHA-256, line splitting), commit and close. Imports are measured separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import generate  # noqa: E402  (benchmarks/ingest.py)
+
+SPENT: dict[str, float] = {}
+
+
+def timed(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.process_time()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            SPENT[name] = SPENT.get(name, 0.0) + time.process_time() - start
+
+    return wrapper
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    args = ap.parse_args()
+    start = time.process_time()
+    from specdiag import ingest, ingest_store, ingest_trace
+    from specdiag.store import connect
+
+    imports = time.process_time() - start
+    ingest_trace._read_arrow = timed("pyarrow parse", ingest_trace._read_arrow)
+    ingest_trace._fast = timed("checks and rows", ingest_trace._fast)
+    ingest.parse_block = timed("parse_block", ingest_trace.parse_block)
+    ingest.write_trace_rows = timed("duckdb writes", ingest_store.write_trace_rows)
+    ingest.update_totals = timed("duckdb writes", ingest_store.update_totals)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.jsonl"
+        generate(trace, args.steps, 0)
+        t0 = time.process_time()
+        con = connect(Path(tmp) / "s.duckdb")
+        t1 = time.process_time()
+        ingest.ingest_files(con, [str(trace)], progress=False)
+        t2 = time.process_time()
+        con.close()
+        t3 = time.process_time()
+    parse_rest = SPENT["parse_block"] - SPENT["pyarrow parse"] - SPENT["checks and rows"]
+    rows = {
+        "imports (specdiag.ingest and its libraries)": imports,
+        "connect": t1 - t0,
+        "pyarrow parse": SPENT["pyarrow parse"],
+        "UTF-8 and range checks, rows (polars)": SPENT["checks and rows"] + parse_rest,
+        "duckdb writes (dedupe, append, totals)": SPENT["duckdb writes"],
+        "reading, SHA-256, commit, other": (t2 - t1) - SPENT["parse_block"] - SPENT["duckdb writes"],
+        "close (checkpoint)": t3 - t2,
+    }
+    for name, seconds in rows.items():
+        print(f"{name:45s} {seconds:6.2f} s CPU")
+    print(f"{'total':45s} {sum(rows.values()):6.2f} s CPU")
+
+
+if __name__ == "__main__":
+    main()
