@@ -90,7 +90,9 @@ def _summary(stats: IngestStats) -> None:
     """One screen on stderr: totals, then notes and skipped files (at most a few lines each)."""
     new = stats.files - stats.skipped
     err_console.print(
-        f"ingested {new} file{'s' if new != 1 else ''} ({stats.lines:,} lines): {stats.requests:,} requests, "
+        f"ingested {new} file{'s' if new != 1 else ''}"
+        + (f" ({stats.skipped} already ingested, skipped)" if stats.skipped else "")
+        + f", {stats.lines:,} lines: {stats.requests:,} requests, "
         f"{stats.steps:,} steps, {stats.windows:,} windows; {stats.duplicates:,} duplicates, "
         f"{stats.blank:,} blank, {stats.rejected:,} rejected, {stats.other_lines:,} other lines",
         highlight=False,
