@@ -26,6 +26,6 @@ def test_healthy_simulated_fleet_raises_no_alarm(tmp_path: Path) -> None:
 def test_draft_rollout_drop_is_found_on_its_segment(tmp_path: Path) -> None:
     # ~2,500 requests in the segment: enough for a ~0.065 drop at this simulator's per-request variation
     result = calibrate.power_run(tmp_path, seed=102, requests=4000, drop=0.075, code_share=0.7)
-    assert 0.03 < result["realised_drop"] < 0.08
+    assert 0.03 < result["realised_drop"] < 0.12  # a1 - 0.075 moves acceptance_rate by about 0.04-0.12
     assert result["detected"], result["reported"]
     assert result["false_alarms"] == []
