@@ -273,23 +273,21 @@ def connect(
         raise StoreError(f"cannot open database {db}: {text}") from exc
     except duckdb.Error as exc:
         raise StoreError(f"cannot open database {db}: {_first_line(exc)}") from exc
-    con.execute("set timezone = 'UTC'") if _has_icu(con) else None
+    # DuckDB's own progress bar would interleave with ours on stderr.
+    con.execute("set enable_progress_bar = false")
+    try:
+        con.execute("set timezone = 'UTC'")  # needs the ICU extension; TIMESTAMP columns are UTC either way
+    except duckdb.Error:
+        pass
     if not read_only:
         ensure_schema(con)
     return con
 
 
-def _has_icu(con: duckdb.DuckDBPyConnection) -> bool:
-    try:
-        con.execute("select current_setting('TimeZone')")
-        return True
-    except duckdb.Error:
-        return False
-
-
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
-    if con.execute("select count(*) from schema_info").fetchone()[0] == 0:  # type: ignore[index]
+    # fetchall, not fetchone: a half-read result keeps the connection busy for the next statement
+    if con.execute("select count(*) from schema_info").fetchall()[0][0] == 0:
         con.execute("insert into schema_info values (?)", [SCHEMA_VERSION])
 
 
