@@ -77,12 +77,15 @@ def replay_prompts(
     dtype: str = "float32",
     progress: bool = False,
     pair: Any = None,
+    threads: int | None = 1,
 ) -> list[dict[str, Any]]:
     """Replay each record (see replay.prompts) and return one result dict per record.
 
     Each result has the PUBLIC_KEYS, `first_divergence` (None when the output matches the target alone), `record`
     (the input), `settings` and `step_records` (per step and per drafted token, for replay.save.save_results).
-    `pair` (a replay.models.Pair) skips loading when the caller already holds the models.
+    `pair` (a replay.models.Pair) skips loading when the caller already holds the models. `threads` sets torch's
+    CPU threads (process-wide) when running on CPU; None leaves them. Batch-1 decoding of small models is
+    latency-bound: on a shared 2-core box one thread measured ~100x faster than two (docs/replay.md).
     """
     import torch
 
@@ -97,6 +100,8 @@ def replay_prompts(
         from specdiag.output import message
 
         message(f"[bold red]warning:[/] {pair.tokenizer_warning}")
+    if pair.device == "cpu" and threads:
+        torch.set_num_threads(threads)
     jobs = [(record, settings_for(record, tau, temperature, top_p, acceptance)) for record in records]
     results = []
     with torch.inference_mode():

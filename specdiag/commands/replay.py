@@ -52,6 +52,7 @@ from specdiag.output import emit_json, message, out_console
 @click.option(
     "--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True
 )
+@click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True, help="CPU threads.")
 @click.option("--target-name", help="Name of the target in the store (as traces name it) [default: folder].")
 @click.option("--draft-name", help="Name of the draft in the store [default: folder].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")
@@ -77,6 +78,7 @@ def replay(
     seed: int,
     device: str,
     dtype: str,
+    threads: int,
     target_name: str | None,
     draft_name: str | None,
     as_json: bool,
@@ -110,11 +112,16 @@ def replay(
         results = replay_prompts(
             records, tau=tau, acceptance=acceptance, temperature=temperature, top_p=top_p,
             typical_epsilon=typical_epsilon, typical_delta=typical_delta, max_new_tokens=max_new_tokens,
-            seed=seed, progress=True, pair=pair,
+            seed=seed, progress=True, pair=pair, threads=threads,
         )  # fmt: skip
     profile: list[dict[str, Any]] = []
     if profile_costs:
+        import torch
+
         from replay.profile import profile_costs as measure
+
+        if pair.device == "cpu":
+            torch.set_num_threads(threads)
 
         profile = measure(pair, tau_max=profile_tau_max, batch_sizes=batch_sizes, seed=seed)
     if save or profile_costs:
