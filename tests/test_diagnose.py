@@ -366,14 +366,15 @@ def test_empty_store_has_no_findings(run, db: Path) -> None:
 
 
 def test_diagnose_queries_share_one_request_definition() -> None:
-    """Every diagnose query normalises requests with the same `req` CTE (buckets, totals), so segments agree."""
+    """Every diagnose query reads requests through the store's one `request_facts` view (buckets, totals), so
+    segments agree between queries."""
     from specdiag.resources import queries_dir
 
-    def req_cte(text: str) -> str:
-        return text[text.index("with step_totals as") : text.index("\n),\n", text.index("req as (")) + 3]
-
     texts = [p.read_text() for p in sorted(queries_dir().glob("diagnose_*.sql"))]
-    assert len(texts) == 4 and len({req_cte(t) for t in texts}) == 1
+    assert len(texts) == 4
+    for text in texts:
+        assert "with req as (\n    select * from request_facts\n)" in text
+        assert "from requests" not in text
 
 
 @given(
