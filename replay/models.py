@@ -40,7 +40,9 @@ def resolve_device(device: str) -> str:
 def _load_model(folder: Path, device: str, dtype: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its "Loading weights" bars would interleave with ours on stderr
     if not (folder / "config.json").is_file():
         raise DependencyError(
             f"{folder}: not a model folder (no config.json)",
