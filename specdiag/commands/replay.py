@@ -46,11 +46,27 @@ from specdiag.output import emit_json, message, out_console
 @click.option(
     "--typical-delta", type=float, default=0.3, show_default=True, help="typical: entropy scale (alpha)."
 )
-@click.option("--max-new-tokens", type=click.IntRange(1, None), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option(
-    "--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True
+    "--max-new-tokens",
+    type=click.IntRange(1, None),
+    default=64,
+    show_default=True,
+    help="Tokens to generate per prompt.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto = cuda when available.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Weights and activations of both models.",
 )
 @click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True, help="CPU threads.")
 @click.option("--target-name", help="Name of the target in the store (as traces name it) [default: folder].")
@@ -58,7 +74,13 @@ from specdiag.output import emit_json, message, out_console
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")
 @click.option("--save", is_flag=True, help="Write runs, steps and per-token records into the store (--db).")
 @click.option("--profile-costs", is_flag=True, help="Measure forward-pass costs and store them (--db).")
-@click.option("--profile-tau-max", type=click.IntRange(1, 32), default=8, show_default=True)
+@click.option(
+    "--profile-tau-max",
+    type=click.IntRange(1, 32),
+    default=8,
+    show_default=True,
+    help="--profile-costs: target passes of 1..N+1 tokens.",
+)
 @click.option(
     "--profile-batch-sizes", default="1,2,4,8", show_default=True, help="Comma-separated batch sizes."
 )
