@@ -47,12 +47,16 @@ def test_command_is_documented(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_option_has_help(name: str) -> None:
-    bare = [p.opts[0] for p in command(name).params if isinstance(p, click.Option) and not p.hidden and not p.help]
+    bare = [
+        p.opts[0] for p in command(name).params if isinstance(p, click.Option) and not p.hidden and not p.help
+    ]
     assert not bare, f"`specdiag {name}` options without help: {bare}"
 
 
 def test_docs_match_the_commands_help() -> None:
-    assert DOC.read_text(encoding="utf-8") == render(), "docs/cli.md is stale: run `python -m tests.test_cli_docs`"
+    assert DOC.read_text(encoding="utf-8") == render(), (
+        "docs/cli.md is stale: run `python -m tests.test_cli_docs`"
+    )
 
 
 def test_docs_list_no_command_that_does_not_exist() -> None:
