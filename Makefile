@@ -11,14 +11,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e '.[dev]'
 	touch $@
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint
 demo: $(VENV)/.installed
 	$(VENV)/bin/specdiag demo
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check specdiag replay tests benchmarks
-	$(VENV)/bin/mypy specdiag
+	$(VENV)/bin/ruff format --check specdiag replay tests benchmarks
+	$(VENV)/bin/mypy specdiag replay
+
+test: lint
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
-bench: $(VENV)/.installed
-	$(PY) benchmarks/ingest.py
+# Benchmarks are scripts in benchmarks/ (each says how to run it); their figures are in docs/benchmarks.md.
