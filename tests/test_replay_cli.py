@@ -140,3 +140,38 @@ def test_importing_the_command_and_package_does_not_import_torch():
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_finding_replays_the_prompts_flag_picks(run, pair_dirs, tmp_path):
+    """`replay --db --finding N` replays exactly the requests `specdiag flag --finding N` picks."""
+    from datetime import datetime
+
+    from specdiag.diagnose import flag, save_findings
+    from specdiag.findings import Finding
+    from specdiag.store import connect
+
+    db = tmp_path / "f.duckdb"
+    con = connect(db)
+    for i, (task, accepted) in enumerate([("code", 1), ("code", 3), ("code", 2), ("chat", 0)]):
+        con.execute(
+            "insert into requests (request_id, source, ts, deployment, target_model, draft_model, tau, temperature,"
+            " top_p, task, prompt, verify_steps, drafted, accepted, output_tokens) values"
+            " (?, 'trace', ?, 'dep', 't@v1', 'd@v1', 4, 0.0, 1.0, ?, ?, 10, 40, ?, 20)",
+            [f"r{i}", datetime(2026, 1, 1, 12, i), task, f"def f{i}(x):\n    return", accepted * 10],
+        )
+    save_findings(
+        con,
+        [Finding("acceptance_regression", "dep", {"task": "code"}, "high", "acceptance fell on code.")],
+    )
+    expected = [r["prompt_id"] for r in flag(con, finding_id=1, n=8)]
+    con.close()
+    assert sorted(expected) == ["r0", "r1", "r2"]  # the segment's requests only
+
+    target, draft = pair_dirs
+    result = run("replay", "--target", target, "--draft", draft, "--db", db, "--finding", 1, "--json",
+                 "--max-new-tokens", 4, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert [r["prompt_id"] for r in json.loads(result.stdout)["results"]] == expected
+
+    missing = run("replay", "--target", target, "--draft", draft, "--db", db, "--finding", 7)
+    assert missing.exit_code != 0 and "finding 7" in missing.stderr
