@@ -13,7 +13,7 @@ import hmac
 import itertools
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,11 @@ class FileStats:
     blank: int = 0
     other_lines: int = 0
     notes: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # the first few rejects: "path:line: reason (detail)"
+
+    def keep_examples(self, rejects: Sequence[Any], limit: int = 3) -> None:
+        for r in rejects[: max(0, limit - len(self.examples))]:
+            self.examples.append(f"{self.path}:{r.line}: {r.reason} ({r.detail})")
 
 
 @dataclass
@@ -177,6 +182,7 @@ def _ingest_trace(
         stats.stored_lines += written.stored_lines
         stats.duplicates += written.duplicates
         write_rejects(con, file_id, stats.path, rows.rejects)
+        stats.keep_examples(rows.rejects)
         stats.rejected += len(rows.rejects)
     update_totals(con)
 
@@ -202,6 +208,7 @@ def _ingest_engine(
     stats.lines = counter[0]
     stats.blank, stats.other_lines, stats.notes = parsed.blank, parsed.other_lines, list(parsed.notes)
     write_rejects(con, file_id, stats.path, parsed.rejects)
+    stats.keep_examples(parsed.rejects)
     stats.rejected = len(parsed.rejects)
     stored, dups = _write_engine_requests(con, parsed.requests, file_id, parsed.format, key)
     stats.requests, stats.duplicates = stored, dups
@@ -327,6 +334,7 @@ def ingest_source(
                 _ingest_engine(con, name, chained, stats, file_id, ctx, key)
             for t in truncated:  # the stream broke: one reject marks where
                 write_rejects(con, file_id, stats.path, [t])
+                stats.keep_examples([t])
                 stats.rejected += 1
                 stats.lines += 1
             placeholder, file_id = file_id, source.fingerprint.hexdigest()

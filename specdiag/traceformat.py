@@ -233,6 +233,16 @@ def _check_text(value: Any) -> None:
             _check_text(v)
 
 
+_JSON_TYPE = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+}
+
+
 def validate_line(raw: bytes) -> Record | Invalid:
     """One non-blank line of a trace file -> a normalised Record, or Invalid(reason, detail)."""
     try:
@@ -247,7 +257,9 @@ def validate_line(raw: bytes) -> Record | Invalid:
     except (ValueError, RecursionError) as exc:
         return Invalid("invalid_json", str(exc).splitlines()[0][:200])
     if not isinstance(obj, dict):
-        return Invalid("not_object", f"the line is a JSON {type(obj).__name__}, not an object")
+        return Invalid(
+            "not_object", f"the line is a JSON {_JSON_TYPE.get(type(obj), 'value')}, not an object"
+        )
     try:
         event = obj.get("event")
         if event is None:

@@ -176,6 +176,19 @@ def test_bad_lines_are_quarantined_with_location(run: Any, db: Path, tmp_path: P
     assert rows[1][2] == offset + 6
 
 
+def test_summary_names_the_first_rejects_with_file_line_and_reason(
+    run: Any, db: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_bytes(
+        json.dumps(request("a")).encode() + b"\nnull\n" + json.dumps(request("b", tau=-1)).encode() + b"\n"
+    )
+    result = run("ingest", f, "--db", db)
+    assert result.exit_code == 0
+    assert f"rejected {f}:2: not_object (the line is a JSON null, not an object)" in result.stderr
+    assert f"rejected {f}:3: out_of_range" in result.stderr
+
+
 def test_raw_text_kept_is_first_kilobyte(run: Any, db: Path, tmp_path: Path) -> None:
     f = write_lines(tmp_path / "t.jsonl", ["{" + "x" * 5000])
     ingest_json(run, f, "--db", db)

@@ -113,6 +113,9 @@ def _summary(stats: IngestStats) -> None:
         err_console.print(note, highlight=False, markup=False, soft_wrap=True)
     if len(notes) > 10:
         err_console.print(f"... and {len(notes) - 10} more notes", highlight=False)
+    examples = [e for f in stats.per_file for e in f.examples]
+    for example in examples[:5]:
+        err_console.print(f"rejected {example}", highlight=False, markup=False, soft_wrap=True)
     if stats.rejected:
         err_console.print(
             "rejected lines are in the rejects table: `specdiag query rejects_by_reason`",
