@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from datetime import date, datetime
 from typing import Any
@@ -12,7 +13,18 @@ from rich.console import Console
 
 # Messages, progress bars and human tables for the terminal go to stderr unless they *are* the requested data.
 err_console = Console(stderr=True)
-out_console = Console()
+
+
+def _out_console() -> Console:
+    """Tables on stdout. Piped or redirected, stdout has no width: rich would assume 80 columns and squeeze the
+    summary column of a wide table to nothing, so use $COLUMNS when set, else 160."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        return Console(width=160)
+    return console
+
+
+out_console = _out_console()
 
 
 def _default(value: Any) -> Any:
