@@ -49,7 +49,7 @@ from specdiag.store import connect, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
-DUCKDB_MEMORY = "512MB"  # fixed text, not user input
+DUCKDB_MEMORY = "512MB"
 
 
 @dataclass
@@ -75,6 +75,20 @@ class FileStats:
             self.examples.append(f"{self.path}:{r.line}: {r.reason} ({r.detail})")
 
 
+# the line and row counts a file adds to the run's totals
+COUNTS = (
+    "lines",
+    "stored_lines",
+    "requests",
+    "steps",
+    "windows",
+    "rejected",
+    "duplicates",
+    "blank",
+    "other_lines",
+)
+
+
 @dataclass
 class IngestStats:
     """Counts for one run (files skipped as already ingested add nothing but ``skipped``)."""
@@ -98,18 +112,8 @@ class IngestStats:
         if f.skipped:
             self.skipped += 1
             return
-        for name in (
-            "lines",
-            "stored_lines",
-            "requests",
-            "steps",
-            "windows",
-            "rejected",
-            "duplicates",
-            "blank",
-        ):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(f, name))
-        self.other_lines += f.other_lines
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -411,7 +415,7 @@ def ingest_paths(
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
     con = connect(db)
     # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
-    con.execute(f"set memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
     con.execute("set preserve_insertion_order = false")
     try:
         return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress)

@@ -88,7 +88,8 @@ def stored_ids(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -
     """
     con.register("_keys", keys.to_arrow())
     try:
-        # table is one of two fixed names, never user input
+        if table not in ("requests", "steps"):  # an identifier: one of two fixed names
+            raise ValueError(f"not a keyed table: {table!r}")
         found = con.sql(
             f"select distinct k.request_id from _keys k semi join {table} t using (request_id)"
         ).to_arrow_table()

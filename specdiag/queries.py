@@ -193,7 +193,7 @@ def dollar_params(sql: str) -> list[str]:
 
 
 def _variable(con: duckdb.DuckDBPyConnection, name: str) -> Any:
-    row = con.execute(f"select getvariable('{name}')").fetchone()  # name matched _DOLLAR: [a-z0-9_] only
+    row = con.execute("select getvariable($name)", {"name": name}).fetchone()
     return row[0] if row else None
 
 

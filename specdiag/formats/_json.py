@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
 
-from specdiag.formats import Line, Reject
+from specdiag.formats import Line, Parsed, Reject
 
 
 class Bad(ValueError):
@@ -133,3 +134,33 @@ def check_counts(
         raise Bad(
             "out_of_range", f"acceptance histogram holds {accepted_from(hist)} accepted, not {accepted}"
         )
+
+
+def parse_records(
+    lines: Iterable[Line],
+    name: str,
+    pick: Callable[[Any], dict[str, Any] | None],
+    to_row: Callable[[Any, dict[str, Any], int], dict[str, Any]],
+) -> Parsed:
+    """One JSON record a line: ``pick`` returns the speculative-decoding part of a record (None: an other line),
+    ``to_row`` turns (record, part, line number) into a requests row. Text that is not JSON at all is an other line;
+    a line that opens an object but does not parse, or a record that fails a check, is rejected."""
+    out = Parsed(format=name)
+    for line in lines:
+        if not line.raw.strip():
+            out.blank += 1
+            continue
+        try:
+            record = load(line)
+            part = pick(record)
+            if part is None:
+                out.other_lines += 1
+                continue
+            out.requests.append(to_row(record, part, line.number))
+            out.used_lines += 1
+        except Bad as bad:
+            if bad.reason == "invalid_json" and not line.raw.lstrip().startswith(b"{"):
+                out.other_lines += 1
+            else:
+                out.rejects.append(reject(line, bad))
+    return out

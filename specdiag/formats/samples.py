@@ -46,7 +46,18 @@ def insert_rows(
     """Insert dict rows in one statement; ``table`` is one of this module's fixed table names."""
     if not rows:
         return
+    if table not in ("counter_samples", "windows"):
+        raise ValueError(f"not a samples table: {table!r}")
     names = list(rows[0])
+    columns = {
+        r[0]
+        for r in con.execute(
+            "select column_name from duckdb_columns() where table_name = ?", [table]
+        ).fetchall()
+    }
+    unknown = [name for name in names if name not in columns]
+    if unknown:  # identifiers: only the store's own columns of that table
+        raise ValueError(f"unknown {table} columns: {unknown}")
     types = {name: schema.get(name, _FLOAT) for name in names}
     frame = pl.DataFrame(
         [[row[name] for name in names] for row in rows], schema=types, orient="row", strict=False

@@ -23,10 +23,9 @@ from specdiag.formats._json import (
     check_counts,
     count,
     histogram,
-    load,
+    parse_records,
     ratio,
     reached,
-    reject,
     request_row,
 )
 from specdiag.formats._json import timestamp as to_time
@@ -41,25 +40,7 @@ def detect(head: list[str]) -> bool:
 
 
 def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
-    out = Parsed(format=NAME)
-    for line in lines:
-        if not line.raw.strip():
-            out.blank += 1
-            continue
-        try:
-            record = load(line)
-            meta = _meta(record)
-            if meta is None:
-                out.other_lines += 1  # request.received and other events, or no speculation
-                continue
-            out.requests.append(_row(record, meta, ctx, line.number))
-            out.used_lines += 1
-        except Bad as bad:
-            if bad.reason == "invalid_json" and not line.raw.lstrip().startswith(b"{"):
-                out.other_lines += 1
-            else:
-                out.rejects.append(reject(line, bad))
-    return out
+    return parse_records(lines, NAME, _meta, lambda record, part, number: _row(record, part, ctx, number))
 
 
 def _meta(record: Any) -> dict[str, Any] | None:
