@@ -14,6 +14,7 @@ import itertools
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from specdiag import formats
 from specdiag.errors import InputError, ThresholdExceeded, UsageError
@@ -44,7 +46,7 @@ from specdiag.ingest_store import (
     write_rejects,
     write_trace_rows,
 )
-from specdiag.ingest_trace import Rejected, parse_block
+from specdiag.ingest_trace import BlockRows, Rejected, parse_block, read_whole
 from specdiag.store import connect, transaction
 
 TRACE = "trace"
@@ -172,11 +174,28 @@ def _head(block: Block | None) -> list[bytes]:
     return [block.line(i) for i in range(min(block.n_lines, HEAD_LINES))]
 
 
+def _parsed(blocks: Iterator[Block]) -> Iterator[BlockRows]:
+    """Blocks read and parsed by pyarrow one ahead in a worker thread, overlapping the checks and writes here.
+
+    pyarrow, polars and DuckDB release the GIL in their work; at most two blocks are in flight. Reading (and the
+    progress callback) runs in the worker too; DuckDB is only used from the caller's thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="specdiag-read") as pool:
+
+        def read_next() -> tuple[Block, pa.Table | None] | None:
+            block = next(blocks, None)
+            return None if block is None else (block, read_whole(block))
+
+        pending = pool.submit(read_next)
+        while (got := pending.result()) is not None:
+            pending = pool.submit(read_next)
+            yield parse_block(*got)
+
+
 def _ingest_trace(
     con: duckdb.DuckDBPyConnection, blocks: Iterator[Block], stats: FileStats, file_id: str, key: bytes | None
 ) -> None:
-    for block in blocks:
-        rows = parse_block(block)
+    for rows in _parsed(blocks):
         requests = prepare_requests(rows.requests, key)
         written = write_trace_rows(con, requests, rows.steps, file_id, TRACE)
         stats.lines += rows.lines
@@ -324,11 +343,16 @@ def ingest_source(
                 source.label, name if source.compression == "none" else f"{name} ({source.compression})"
             )
         chained = itertools.chain([first] if first is not None else [], it)
+        # A plain file is hashed up front (one cheap read): content already in the ledger is skipped without
+        # parsing, and rows are written under their final id. Otherwise (stdin, compressed input) rows are written
+        # under a placeholder id until the fingerprint is known at the end of the stream.
+        hashed = prehash(source)
+        if hashed is not None and (previous := already_ingested(con, hashed)) is not None:
+            raise _Skip(previous)
         with transaction(con):
             begin_file(con)
             key = redact_key(con) if redact else None
-            # rows are written under a placeholder id until the fingerprint is known (at the end of the stream)
-            file_id = f"pending-{secrets.token_hex(8)}"
+            file_id = hashed or f"pending-{secrets.token_hex(8)}"
             if name == TRACE:
                 _ingest_trace(con, chained, stats, file_id, key)
             else:
@@ -341,22 +365,22 @@ def ingest_source(
                 stats.keep_examples([t])
                 stats.rejected += 1
                 stats.lines += 1
-            placeholder, file_id = file_id, source.fingerprint.hexdigest()
-            previous = already_ingested(con, file_id)
-            if previous is not None:
-                stats.skipped = True
-                stats.notes.append(
-                    f"same content as {previous[0]}, ingested {previous[1]:%Y-%m-%d %H:%M:%S} UTC"
-                )
-                raise _Skip
-            for table in ("requests", "rejects", "windows", "counter_samples"):  # fixed names
-                con.execute(
-                    f"update {table} set file_id = $id where file_id = $old",
-                    {"id": file_id, "old": placeholder},
-                )
+            written_as, file_id = file_id, source.fingerprint.hexdigest()
+            if (
+                file_id != written_as
+            ):  # a placeholder, or the file changed after it was hashed (a growing log)
+                if (previous := already_ingested(con, file_id)) is not None:
+                    raise _Skip(previous)
+                for table in ("requests", "rejects", "windows", "counter_samples"):  # fixed names
+                    con.execute(
+                        f"update {table} set file_id = $id where file_id = $old",
+                        {"id": file_id, "old": written_as},
+                    )
             write_ledger(con, _ledger_row(file_id, stats))
-    except _Skip:
-        pass
+    except _Skip as skip:
+        path, when = skip.args[0]
+        stats.skipped = True
+        stats.notes.append(f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC")
     finally:
         if source.path != STDIN:
             stream.close()
@@ -372,7 +396,16 @@ def ingest_source(
 
 
 class _Skip(Exception):
-    """Rolls back a file whose content is already in the ledger."""
+    """A file whose content is already in the ledger (args: the ledger's path and time); rolls back any rows."""
+
+
+def prehash(source: Source) -> str | None:
+    """SHA-256 of an uncompressed regular file, read once up front; None for stdin and compressed input (whose
+    fingerprint is that of the decompressed content, known only as the stream is read)."""
+    if source.path == STDIN or source.compression != "none":
+        return None
+    with open(source.path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _ledger_row(file_id: str, s: FileStats) -> dict[str, Any]:

@@ -331,25 +331,42 @@ def _is_blank(raw: bytes) -> bool:
     return not raw.strip(b" \t\r")
 
 
-def _parse_piece(block: Block, idx: np.ndarray, out: list[Any], slow: list[int], whole: bool = False) -> None:
+def read_whole(block: Block) -> pa.Table | None:
+    """pyarrow's strict parse of a whole block (the common case: a clean file), or None when it refuses it."""
+    try:
+        block.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return _read_arrow(block.data, block.starts)
+
+
+def _parse_piece(
+    block: Block,
+    idx: np.ndarray,
+    out: list[Any],
+    slow: list[int],
+    whole: bool = False,
+    table: pa.Table | None = None,
+) -> None:
     """Parse the non-blank lines ``idx`` of ``block`` fast; lines that need the validator are added to ``slow``.
 
     ``whole``: idx holds every non-blank line of the block, so the reader can take the block as it is (it skips
-    blank lines exactly as ``_is_blank`` defines them); a piece is copied out line by line.
+    blank lines exactly as ``_is_blank`` defines them; ``table`` is its parse when done already); a piece is
+    copied out line by line.
     """
     if len(idx) == 0:
         return
     if whole:
-        data = block.data
+        if table is None:
+            table = read_whole(block)
     else:
         data = b"\n".join(block.data[s:e] for s, e in zip(block.starts[idx], block.ends[idx]))
-    table = None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
-        table = _read_arrow(data, block.starts if whole else None)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            table = None
+        else:
+            table = _read_arrow(data)
     if table is not None and table.num_rows == len(idx):
         lines = block.first_line + idx
         requests, steps, need = _fast(table, lines)
@@ -362,8 +379,11 @@ def _parse_piece(block: Block, idx: np.ndarray, out: list[Any], slow: list[int],
         slow.extend(idx.tolist())
 
 
-def parse_block(block: Block) -> BlockRows:
-    """All lines of a block: rows for valid lines, a reject for each invalid one, blank lines counted."""
+def parse_block(block: Block, table: pa.Table | None = None) -> BlockRows:
+    """All lines of a block: rows for valid lines, a reject for each invalid one, blank lines counted.
+
+    ``table``: ``read_whole(block)`` when the caller parsed it already (in another thread).
+    """
     lengths = block.ends - block.starts
     # a blank line holds only spaces, tabs or a carriage return; test the short ones only
     short = np.flatnonzero(lengths <= 8)
@@ -373,7 +393,7 @@ def parse_block(block: Block) -> BlockRows:
     )
     parts: list[Any] = []
     slow: list[int] = []
-    _parse_piece(block, nonblank, parts, slow, whole=True)
+    _parse_piece(block, nonblank, parts, slow, whole=True, table=table)
     rejects: list[Rejected] = []
     records: list[tuple[int, Record]] = []
     for i in sorted(slow):

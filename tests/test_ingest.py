@@ -158,6 +158,36 @@ def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     assert query(db, "select count(*) from ingest_ledger") == [(3,)]
 
 
+def test_reingest_of_a_plain_file_skips_before_parsing(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_bytes((EXAMPLES / "nested-steps.jsonl").read_bytes())
+    ingest_json(run, f, "--db", db)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a file already in the ledger was parsed again")
+
+    monkeypatch.setattr("specdiag.ingest.parse_block", refuse)
+    monkeypatch.setattr("specdiag.ingest.read_whole", refuse)
+    again = ingest_json(run, f, "--db", db)
+    assert again["skipped"] == 1 and again["requests"] == 0
+
+
+def test_file_changed_after_hashing_is_stored_under_the_content_read(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a log still being written: the up-front hash no longer matches what the stream then reads
+    f = write_lines(tmp_path / "t.jsonl", [request("a", steps=[{"step": 0, "drafted": 4, "accepted": 2}])])
+    monkeypatch.setattr(
+        "specdiag.ingest.prehash", lambda source: hashlib.sha256(b"older content").hexdigest()
+    )
+    ingest_json(run, f, "--db", db)
+    content = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert query(db, "select file_id from ingest_ledger") == [(content,)]
+    assert query(db, "select file_id, accepted from requests") == [(content, 2)]
+
+
 def test_bad_lines_are_quarantined_with_location(run: Any, db: Path, tmp_path: Path) -> None:
     good = json.dumps(request("a"))
     f = tmp_path / "t.jsonl"
