@@ -29,7 +29,7 @@ def fleet(
     hours: int = 48,
     tau: int = 4,
     alpha: float = 0.7,
-    drop: dict[str, Any] | None = None,
+    drop: dict[str, Any] | list[dict[str, Any]] | None = None,
     control_share: float = 0.05,
     floor_ms: float = 20.0,
     compute_ms: float = 0.002,
@@ -45,7 +45,7 @@ def fleet(
     Per request: alpha_i ~ Beta around ``alpha`` (prompts differ in difficulty), 20-60 verify steps, each accepting
     the prefix of tau Bernoulli(alpha_i) draws. Steps cost tau * draft_ms + floor_ms + compute_ms * (tau + 1) * B.
     ``drop``: {"deployment", "task" (or None), "hour", "delta", "draft_model"}: from that hour acceptance falls by
-    delta (and a new draft_model is used). ``overrides``: {"deployment", "hour", column: value}: set columns from
+    delta (and a new draft_model is used); a list of them applies each in turn. ``overrides``: {"deployment", "hour", column: value}: set columns from
     that hour on. ``with_steps`` also stores each speculative request's steps (what recommend's estimators read).
     """
     rng = np.random.default_rng(seed)
@@ -59,11 +59,13 @@ def fleet(
         taus = np.where(control, 0, tau)
         a = rng.beta(alpha * 30, (1 - alpha) * 30, n)
         draft = np.full(n, "draft-1b-v1", dtype=object)
-        if drop and drop["deployment"] == dep:
-            hit = (hour >= drop["hour"]) & ((task == drop["task"]) if drop.get("task") else True)
-            a = np.where(hit, np.clip(a - drop["delta"], 0.01, 0.99), a)
-            if drop.get("draft_model"):
-                draft = np.where(hour >= drop["hour"], drop["draft_model"], draft)
+        for d in [drop] if isinstance(drop, dict) else drop or []:
+            if d["deployment"] != dep:
+                continue
+            hit = (hour >= d["hour"]) & ((task == d["task"]) if d.get("task") else True)
+            a = np.where(hit, np.clip(a - d["delta"], 0.01, 0.99), a)
+            if d.get("draft_model"):
+                draft = np.where(hour >= d["hour"], d["draft_model"], draft)
         steps = rng.integers(20, 61, n)
         bsz = rng.integers(batch[0], batch[1] + 1, n)
         # accepted prefix of each step: tau Bernoulli(alpha_i) draws, counted up to the first rejection
@@ -182,6 +184,45 @@ def test_drop_in_one_task_is_reported_on_that_task_with_the_draft_rollout(db: Pa
     assert abs(f.since - (T0 + timedelta(hours=30))) < timedelta(minutes=10)
     lo, hi = f.evidence["before_ci"]
     assert lo < f.evidence["before"] < hi
+
+
+def test_two_drops_in_one_deployment_are_both_found(db: Path) -> None:
+    # binary segmentation: code drops at hour 14 (a draft rollout), chat 20 hours later with no configuration change
+    fleet(
+        db,
+        drop=[
+            {"deployment": "chat-eu", "task": "code", "hour": 14, "delta": 0.1, "draft_model": "draft-1b-v2"},
+            {"deployment": "chat-eu", "task": "chat", "hour": 34, "delta": 0.1},
+        ],
+    )
+    found = sorted((f for f in run_diagnose(db) if f.kind == "acceptance_regression"), key=lambda f: f.since)
+    assert [(f.deployment, f.segment) for f in found] == [
+        ("chat-eu", {"task": "code"}),
+        ("chat-eu", {"task": "chat"}),
+    ]
+    assert abs(found[0].since - (T0 + timedelta(hours=14))) < timedelta(minutes=10)
+    assert abs(found[1].since - (T0 + timedelta(hours=34))) <= timedelta(hours=2)
+    for f in found:
+        # alpha - 0.1 lowers acceptance_rate at tau 4 by about 0.12 (0.443 -> 0.326 for alpha 0.7 -> 0.6)
+        assert 0.07 < f.evidence["before"] - f.evidence["after"] < 0.17
+
+
+def test_two_drops_in_one_segment_are_both_measured_from_the_level_before_each(db: Path) -> None:
+    fleet(
+        db,
+        requests=6000,
+        drop=[
+            {"deployment": "chat-us", "task": "math", "hour": 16, "delta": 0.1},
+            {"deployment": "chat-us", "task": "math", "hour": 32, "delta": 0.1},
+        ],
+    )
+    found = sorted((f for f in run_diagnose(db) if f.kind == "acceptance_regression"), key=lambda f: f.since)
+    assert [(f.deployment, f.segment) for f in found] == [("chat-us", {"task": "math"})] * 2
+    for f, hour in zip(found, (16, 32)):
+        assert abs(f.since - (T0 + timedelta(hours=hour))) <= timedelta(hours=2)
+        # each change is compared with the level just before it, not with the whole history (that would make the
+        # second drop look like 0.2)
+        assert 0.07 < f.evidence["before"] - f.evidence["after"] < 0.17
 
 
 def test_uniform_drop_is_reported_on_the_deployment_not_its_tasks(db: Path) -> None:

@@ -1,14 +1,19 @@
-"""Before/after comparisons of every segment: at a change point, or between two chosen windows.
+"""Before/after comparisons of every segment: at its change points, or between two chosen windows.
 
 A segment is a deployment (dimension ``deployment``, value ``*``) or a deployment restricted to one value of one
 dimension (``task = code``). Its hourly series of sufficient statistics comes from queries/diagnose_segments.sql.
 
-Change points come from two places, and a segment's p-value is the Bonferroni combination of both,
-p = min(1, 2 min(p_scan, k p_config)):
-- the scan: the split of largest |z| over every hour (``stats.change_point``, p corrected for the search);
-- the k configuration changes of the deployment (a new draft_model, target_model, tau, temperature or acceptance
-  value appearing mid-range): a plain z test at each, the hour holding the change left out of both sides. Testing
-  where the configuration changed costs far less power than searching every hour.
+A series may hold several changes (two incidents a day apart, a rise then a drop). They are found by binary
+segmentation: the most likely change of the whole series is tested; when it is significant (p <= SPLIT_P), each side
+of it is searched again the same way, down to MAX_DEPTH levels. At every level the candidate split comes from two
+places, and its p-value is the Bonferroni combination of both, p = min(1, 2 min(p_scan, k p_config)):
+- the scan: the split of largest |z| over every hour of the interval (``stats.change_point``, p corrected for the
+  search);
+- the k configuration changes inside the interval (a new draft_model, target_model, temperature or acceptance value
+  appearing mid-range): a plain z test at each, the hour holding the change left out of both sides. Testing where
+  the configuration changed costs far less power than searching every hour.
+Each found change compares the interval's hours before it with its hours after it (up to the neighbouring changes),
+so a later change is measured against the level the series had settled at, not against the whole history.
 """
 
 from __future__ import annotations
@@ -44,16 +49,24 @@ class Segment:
         return {} if self.dimension == "deployment" else {self.dimension: self.value}
 
 
+# Binary segmentation: a side of a change is searched again only when that change has p <= SPLIT_P, at most
+# MAX_DEPTH levels deep (up to 2^MAX_DEPTH - 1 changes per series). On a series without change the first test fails
+# with probability 1 - SPLIT_P and nothing more is tested, so healthy fleets add (almost) no tests to BH's family.
+SPLIT_P = 0.05
+MAX_DEPTH = 3
+
+
 @dataclass
 class SegmentTest:
-    """One segment's acceptance before vs after ``split`` (the first hour of the after side)."""
+    """One segment's acceptance before vs after ``split`` (the first hour of the after side), within ``frame``."""
 
     segment: Segment
     split: datetime  # first hour of the after side
     acceptance: Comparison
     p_value: float  # scan-corrected when the split was searched for, else the plain two-sided z test
-    hours: np.ndarray  # the series' hour stamps
-    frame: pl.DataFrame  # the series' rows, one per hour
+    hours: np.ndarray  # the compared interval's hour stamps
+    frame: pl.DataFrame  # the compared interval's rows, one per hour (between the neighbouring changes)
+    series: pl.DataFrame  # the segment's whole series, one row per hour
     q_value: float = float("nan")  # Benjamini-Hochberg adjusted across every tested segment
     before_end: datetime | None = None  # the before side ends here (default: at split)
 
@@ -121,37 +134,91 @@ def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]
     return out
 
 
+def best_split(
+    seg: Segment,
+    rows: pl.DataFrame,
+    series_rows: pl.DataFrame,
+    splits: list[tuple[datetime, datetime]],
+    metric: str = "acceptance_rate",
+) -> SegmentTest | None:
+    """The most likely single change within ``rows`` (a contiguous run of hours): scan or configuration change."""
+    n, a, d, aa, ad, dd = _arrays(rows, metric)
+    cp = stats.change_point(n, a, d, aa, ad, dd)
+    hours = rows["hour"].to_numpy()
+    best: SegmentTest | None = None
+    if cp is not None:
+        split = rows["hour"][cp.index]
+        best = SegmentTest(seg, split, compare_at(rows, metric, split), cp.p_value, hours, rows, series_rows)
+    first, last = rows["hour"].min(), rows["hour"].max()
+    inside = [(b, s) for b, s in splits if first < b and s <= last]  # type: ignore[operator]
+    candidates = []
+    for before_end, split in inside:
+        c = compare_at(rows, metric, split, before_end)
+        if min(c.before.n, c.after.n) >= stats.MIN_REQUESTS and np.isfinite(c.p_value):
+            candidates.append((c.p_value, before_end, split, c))
+    if candidates:
+        p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
+        p_cfg = min(1.0, p_cfg * len(inside))
+        p_scan = best.p_value if best is not None else 1.0
+        # report the configuration change's split when it is at least as good as the scan's, or strong alone
+        if best is None or p_cfg <= p_scan or p_cfg <= 1e-3:
+            best = SegmentTest(seg, split, c, p_cfg, hours, rows, series_rows, before_end=before_end)
+        best.p_value = min(1.0, 2.0 * min(p_cfg, p_scan))
+    return best
+
+
+def segment_changes(
+    seg: Segment,
+    rows: pl.DataFrame,
+    splits: list[tuple[datetime, datetime]],
+    metric: str = "acceptance_rate",
+    series_rows: pl.DataFrame | None = None,
+    depth: int = 1,
+) -> list[SegmentTest]:
+    """Binary segmentation of one series: its best split, then (when p <= SPLIT_P) each side's, recursively."""
+    series_rows = rows if series_rows is None else series_rows
+    t = best_split(seg, rows, series_rows, splits, metric)
+    if t is None:
+        return []
+    out = [t]
+    if t.p_value <= SPLIT_P and depth < MAX_DEPTH:
+        left = rows.filter(pl.col("hour") < (t.before_end or t.split))
+        right = rows.filter(pl.col("hour") >= t.split)
+        for side in (left, right):
+            if side.height >= 2:
+                out += segment_changes(seg, side, splits, metric, series_rows, depth + 1)
+    return out
+
+
 def detect(
     frame: pl.DataFrame, cfg: pl.DataFrame | None = None, metric: str = "acceptance_rate"
 ) -> list[SegmentTest]:
-    """Every segment's most likely change in ``metric`` (scan or configuration change) and its p-value."""
+    """Every segment's changes in ``metric`` (binary segmentation), each with its p-value, in time order."""
     splits = config_splits(cfg) if cfg is not None else {}
     tests = []
     for seg, rows in series(frame):
-        n, a, d, aa, ad, dd = _arrays(rows, metric)
-        cp = stats.change_point(n, a, d, aa, ad, dd)
-        best: SegmentTest | None = None
-        if cp is not None:
-            split = rows["hour"][cp.index]
-            best = SegmentTest(
-                seg, split, compare_at(rows, metric, split), cp.p_value, rows["hour"].to_numpy(), rows
-            )
-        candidates = []
-        for before_end, split in splits.get(seg.deployment, []):
-            c = compare_at(rows, metric, split, before_end)
-            if min(c.before.n, c.after.n) >= stats.MIN_REQUESTS and np.isfinite(c.p_value):
-                candidates.append((c.p_value, before_end, split, c))
-        if candidates:
-            p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
-            p_cfg = min(1.0, p_cfg * len(splits[seg.deployment]))
-            p_scan = best.p_value if best is not None else 1.0
-            # report the configuration change's split when it is at least as good as the scan's, or strong alone
-            if best is None or p_cfg <= p_scan or p_cfg <= 1e-3:
-                best = SegmentTest(seg, split, c, p_cfg, rows["hour"].to_numpy(), rows, before_end=before_end)
-            best.p_value = min(1.0, 2.0 * min(p_cfg, p_scan))
-        if best is not None:
-            tests.append(best)
+        found = segment_changes(seg, rows, splits.get(seg.deployment, []), metric)
+        tests += between_neighbours(sorted(found, key=lambda t: t.split), metric)
     return tests
+
+
+def between_neighbours(found: list[SegmentTest], metric: str = "acceptance_rate") -> list[SegmentTest]:
+    """Re-measure each significant change between its neighbouring significant changes of the same series.
+
+    Binary segmentation finds the first change on the whole series, whose sides may hold the later ones; once all
+    are known, each change's before/after comparison is the level just before it against the level just after it.
+    The p-values stay those of the search that found each change.
+    """
+    cuts = [t for t in found if t.p_value <= SPLIT_P]
+    for i, t in enumerate(cuts):
+        rows = t.series
+        if i > 0:
+            rows = rows.filter(pl.col("hour") >= cuts[i - 1].split)
+        if i + 1 < len(cuts):
+            rows = rows.filter(pl.col("hour") < (cuts[i + 1].before_end or cuts[i + 1].split))
+        t.frame, t.hours = rows, rows["hour"].to_numpy()
+        t.acceptance = compare_at(rows, metric, t.split, t.before_end)
+    return found
 
 
 def windows(
@@ -171,7 +238,7 @@ def windows(
             | ((pl.col("hour") >= window[0]) & (pl.col("hour") < window[1]))
         )
         tests.append(
-            SegmentTest(seg, window[0], comparison, comparison.p_value, kept["hour"].to_numpy(), kept)
+            SegmentTest(seg, window[0], comparison, comparison.p_value, kept["hour"].to_numpy(), kept, kept)
         )
     return tests
 

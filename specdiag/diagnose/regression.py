@@ -1,30 +1,34 @@
 """acceptance_regression: acceptance dropped in a segment; report the most specific segment that explains it.
 
-Every segment (a deployment, or a deployment restricted to one value of one dimension) is tested (a change point, or
-the chosen windows), Benjamini-Hochberg runs across all of them, and a candidate needs q <= FDR_Q *and* a material
-drop (MIN_DROP). Then, per deployment:
+Every segment (a deployment, or a deployment restricted to one value of one dimension) is tested (its change points,
+or the chosen windows), Benjamini-Hochberg runs across all of them, and a candidate needs q <= FDR_Q *and* a material
+drop (MIN_DROP). Then, per deployment and tau, change by change:
 
-- a child segment *explains* the drop when it dropped significantly more than the rest of the deployment (parent
+- a child segment *explains* a drop when it dropped significantly more than the rest of the deployment (parent
   minus child, from the same sums, at the child's split; one-sided z of the difference of the two moves >= 1.645)
   and the rest shows no material, significant drop; the child whose move stands out most is reported, not the parent;
 - when no child explains it (the drop is spread across children), the deployment itself is reported, not its children.
+
+Changes within SAME_CHANGE of each other are one incident; changes further apart are reported separately.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
 
 from specdiag import stats
-from specdiag.diagnose.changepoint import METRICS, SegmentTest, compare_at
+from specdiag.diagnose.changepoint import METRICS, SPLIT_P, SegmentTest, compare_at
 from specdiag.diagnose.config_changes import coinciding
 from specdiag.findings import Finding
 from specdiag.stats import Comparison
 
 MIN_DROP = 0.02  # absolute drop in acceptance_rate worth an engineer's time
+SAME_CHANGE = timedelta(hours=12)  # changes this close in one deployment and tau are taken as one incident
+HOUR = timedelta(hours=1)
 HETEROGENEITY_Z = (
     1.645  # one-sided 5%: a child explains a drop only if it moved more than the rest of the deployment
 )
@@ -35,54 +39,125 @@ def material(t: SegmentTest, sign: float = -1.0) -> bool:
     return t.q_value <= stats.FDR_Q and sign * t.acceptance.diff >= MIN_DROP
 
 
-def complement(parent: SegmentTest, child: SegmentTest, metric: str = "acceptance_rate") -> Comparison:
-    """The rest of the deployment (parent sums minus the child's) before vs after the child's split."""
+def rest_of(
+    outer: pl.DataFrame,
+    inner: pl.DataFrame,
+    split: datetime,
+    before_end: datetime | None = None,
+    metric: str = "acceptance_rate",
+) -> Comparison:
+    """``outer``'s sums minus ``inner``'s (a segment and one of its children), hour by hour over ``outer``'s hours,
+    before vs after ``split``."""
     cols = list(dict.fromkeys(METRICS[metric]))
-    p = parent.frame.select(["hour", *cols])
-    c = child.frame.select(["hour", *cols])
     rest = (
-        p.join(c, on="hour", how="left", suffix="_child")
+        outer.select(["hour", *cols])
+        .join(inner.select(["hour", *cols]), on="hour", how="left", suffix="_child")
         .with_columns([(pl.col(k) - pl.col(f"{k}_child").fill_null(0)).alias(k) for k in cols])
         .select(["hour", *cols])
     )
-    return compare_at(rest, metric, child.split, child.before_end)
+    return compare_at(rest, metric, split, before_end)
+
+
+def complement(
+    parent_series: pl.DataFrame,
+    child: SegmentTest,
+    others: list[SegmentTest] | None = None,
+    metric: str = "acceptance_rate",
+) -> Comparison:
+    """The rest of the deployment (parent minus child) before vs after the child's split.
+
+    Compared over the hours of the child's interval that hold none of ``others``' splits (the changes found in the
+    child's siblings, i.e. in the rest itself) further than SAME_CHANGE from the child's: a later, unrelated change
+    of the rest would otherwise blur the move it made at the child's split.
+    """
+    first: datetime = child.frame["hour"].min()  # type: ignore[assignment]
+    last: datetime = child.frame["hour"].max()  # type: ignore[assignment]
+    for t in others or []:
+        if near(t, child):
+            continue
+        if t.split < child.split:
+            first = max(first, t.split)
+        else:
+            last = min(last, (t.before_end or t.split) - HOUR)
+    outer = parent_series.filter(pl.col("hour").is_between(first, last))
+    inner = child.frame.filter(pl.col("hour").is_between(first, last))
+    return rest_of(outer, inner, child.split, child.before_end, metric)
+
+
+def moved(c: Comparison, sign: float) -> bool:
+    """A material, significant move in the direction ``sign`` (for the rest of a deployment: no search, no BH)."""
+    return sign * c.diff >= MIN_DROP and c.p_value <= stats.FDR_Q
+
+
+def near(a: SegmentTest, b: SegmentTest) -> bool:
+    """Two changes close enough in time to be one incident seen in two segments."""
+    return abs(a.split - b.split) <= SAME_CHANGE
 
 
 def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentTest, dict[str, Any]]]:
-    """The segments to report and, for each, what the rest of its deployment did."""
+    """The changes to report and, for each, what the rest of its deployment did.
+
+    Per deployment and tau, every material change of a child segment is checked against the rest of the
+    deployment at its split; explaining children are reported strongest first, one per change (children whose split
+    is within SAME_CHANGE of a reported one are listed in its ``also_explained_by``). A material change of the
+    deployment itself is reported unless a reported child accounts for it (the deployment minus that child shows no
+    material, significant move at the deployment's split).
+    """
     chosen: list[tuple[SegmentTest, dict[str, Any]]] = []
     by_dep: dict[tuple[str, int], list[SegmentTest]] = {}
     for t in tests:
         by_dep.setdefault((t.segment.deployment, t.segment.tau), []).append(t)
     for group in by_dep.values():
-        parent = next((t for t in group if t.segment.dimension == "deployment"), None)
+        parents = [t for t in group if t.segment.dimension == "deployment"]
         children = [t for t in group if t.segment.dimension != "deployment" and material(t, sign)]
+        parent_series = parents[0].series if parents else None
+        changes = [
+            t for t in group if t.p_value <= SPLIT_P
+        ]  # the changes binary segmentation split the series at
         explaining, proper = [], []
         for child in children:
-            if parent is None:
+            if parent_series is None:
                 continue
-            rest = complement(parent, child)
+            siblings = [
+                t
+                for t in changes
+                if t.segment.dimension == child.segment.dimension and t.segment.value != child.segment.value
+            ]
+            rest = complement(parent_series, child, siblings)
             if min(rest.before.n, rest.after.n) < stats.MIN_REQUESTS:
                 continue  # the child is (nearly) all of the deployment: not more specific than its parent
             proper.append(child)
             # heterogeneity: the child moved more than the rest (one-sided z test of the difference of the moves);
             # a segment that merely contains the moved one (most of the traffic, say) moved like its rest
             het = (child.acceptance.diff - rest.diff) / math.hypot(child.acceptance.se, rest.se)
-            rest_moved = sign * rest.diff >= MIN_DROP and rest.p_value <= stats.FDR_Q
-            if sign * het >= HETEROGENEITY_Z and not rest_moved:
+            if sign * het >= HETEROGENEITY_Z and not moved(rest, sign):
                 explaining.append((child, rest, sign * het))
-        if explaining:
-            explaining.sort(key=lambda cr: -cr[2])  # the child whose move stands out most from the rest
-            best, rest, _ = explaining[0]
-            others = [c.segment.fields for c, _, _ in explaining[1:]]
-            chosen.append((best, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": others}))
-        elif parent is not None and material(parent, sign):
-            chosen.append((parent, {}))
-        elif proper:
-            # the parent's change is diluted below significance but no single child explains it (several children
-            # moved): report the children of the dimension with the strongest evidence
-            top = max(proper, key=lambda c: abs(c.acceptance.z))
-            chosen.extend((c, {}) for c in proper if c.segment.dimension == top.segment.dimension)
+        reported: list[tuple[SegmentTest, dict[str, Any]]] = []
+        explaining.sort(key=lambda cr: -cr[2])  # the child whose move stands out most from the rest first
+        for child, rest, _ in explaining:
+            same = next((r for r in reported if near(r[0], child)), None)
+            if same is None:
+                reported.append((child, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": []}))
+            elif child.segment.fields != same[0].segment.fields:
+                same[1]["also_explained_by"].append(child.segment.fields)
+        for parent in (t for t in parents if material(t, sign)):
+            # accounted for: the deployment minus a reported child shows no move at the deployment's own split
+            accounted = any(
+                not moved(rest_of(parent.frame, r[0].series, parent.split, parent.before_end), sign)
+                for r in reported
+                if near(r[0], parent)
+            )
+            if not accounted:
+                reported.append((parent, {}))
+        # a change diluted below significance in the parent that no single child explains (several children moved):
+        # report the children of the dimension with the strongest evidence
+        left = [c for c in proper if not any(near(r[0], c) for r in reported)]
+        if left:
+            top = max(left, key=lambda c: abs(c.acceptance.z))
+            reported.extend(
+                (c, {}) for c in left if c.segment.dimension == top.segment.dimension and near(c, top)
+            )
+        chosen.extend(reported)
     return chosen
 
 

@@ -71,7 +71,9 @@ class Deployment:
     temperature_shares: list[float] = field(default_factory=lambda: [0.5, 0.5])
     alpha1: dict[str, float] = field(default_factory=dict)  # task -> a_1 override
     decay: float = 0.96  # a_i = a_1 * decay^(i-1)
-    difficulty: float = 6.0  # per-request multiplier h = 2 * Beta(k, k), k = difficulty (mean 1)
+    # per-request multiplier h = 2 * Beta(k, k), k = difficulty (mean 1, SD 2 sqrt(0.25 / (2k + 1))): k = 35 gives
+    # SD(h) = 0.12, the 10-15% relative spread of per-prompt acceptance within one task (docs/simulator.md)
+    difficulty: float = 35.0
     temperature_slope: float = 0.15  # a_1(T) = a_1(0) * (1 - slope * T)
     shadow_match_rate: float = 0.98  # P(output identical to target-only decoding) when lossless
     acceptance: str = "rejection"  # acceptance rule as logged
