@@ -1,16 +1,19 @@
 """Calibrate diagnose with the simulator: false alarms on healthy fleets, power on a small segment's drop.
 
-    .venv/bin/python benchmarks/calibrate.py --seeds 20 [--requests 6000] [--code-share 0.12 0.6] [--drop 0.075]
-        [--json out.json]
+    .venv/bin/python benchmarks/calibrate.py --seeds 20 [--requests 6000] [--power-requests 3000]
+        [--code-share 0.12 0.24] [--drop 0.05] [--difficulty 35] [--json out.json]
 
 For each seed:
 - healthy: the simulator's `healthy` scenario; a run is a false alarm when diagnose reports any
   acceptance_regression or fast_but_wrong finding;
-- power: a two-deployment fleet (FLEET below) where, halfway through the week, a draft rollout lowers first-position
-  acceptance on `main`/`code` by --drop; --code-share sets that segment's size (0.12 of 3000 requests: ~300
-  requests, ~150 each side of the drop). A run detects the drop when diagnose reports an acceptance_regression on
-  exactly that segment. The realised drop in acceptance_rate (accepted / drafted of the
-  segment's requests after vs before the incident start, from the store) is recorded too.
+- power: a two-deployment fleet (FLEET below) where, halfway through the week, a draft rollout lowers the true
+  acceptance_rate of `main`/`code` by --drop (the first-position acceptance drop that does so is solved from the
+  simulator's own pooled truth, ``a1_drop_for``); --code-share sets that segment's size (0.12 of 3000 requests: ~300
+  requests, ~150 each side of the drop); --difficulty sets the per-request difficulty concentration k of both
+  deployments (h = 2 Beta(k, k); 35 is the simulator's default, 6 the old, wider spread). A run detects the drop when
+  diagnose reports an acceptance_regression on exactly that segment. The realised drop in acceptance_rate
+  (accepted / drafted of the segment's requests after vs before the incident start, from the store) and the standard
+  deviation of the per-request acceptance_rate before it are recorded too.
 
 The numbers go to docs/diagnose.md (Calibration); tests/test_diagnose_calibration.py runs a few seeds of the same.
 """
@@ -32,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 from specdiag.diagnose import diagnose  # noqa: E402
 from specdiag.ingest import ingest_paths  # noqa: E402
 from specdiag.simulate import simulate  # noqa: E402
+from specdiag.simulate.acceptance import step_weighted_reach  # noqa: E402
+from specdiag.simulate.config import TASK_DEFAULTS, Deployment  # noqa: E402
 from specdiag.store import connect  # noqa: E402
 
 # main gets ~90% of requests; its `code` task a share of those (the segment whose acceptance drops).
@@ -51,6 +56,7 @@ floor_ms = 24.0
 compute_ms = 0.06
 draft_ms_per_token = 1.8
 tasks = {{ chat = {chat}, summarize = {summarize}, translate = {translate}, code = {code} }}
+difficulty = {difficulty}
 
 [[deployments]]
 name = "side"
@@ -63,6 +69,7 @@ floor_ms = 14.0
 compute_ms = 0.05
 draft_ms_per_token = 0.9
 tasks = {{ code = 0.8, chat = 0.2 }}
+difficulty = {difficulty}
 {incident}
 """
 INCIDENT = """
@@ -74,6 +81,32 @@ start = "{start}"
 acceptance_drop = {drop}
 """
 ALARM_KINDS = ("acceptance_regression", "fast_but_wrong")
+POWER_TAU = 4  # main's tau in FLEET
+
+
+def true_rate(a1_drop: float, difficulty: float) -> float:
+    """True pooled acceptance_rate of FLEET's main/code requests with first-position acceptance lowered by a1_drop.
+
+    Per temperature T (the simulator's default mix, equal shares): a_1 = a_1(code) (1 - slope T) - a1_drop, pooled
+    over difficulty with each request weighted by its expected verify steps (specdiag.simulate.acceptance), so the
+    rate is sum_T sum_k W_T P_k / (tau sum_T W_T), k = 1..tau: accepted over drafted of the whole segment.
+    """
+    d = Deployment("main", "t", "d", POWER_TAU, 1.0, 1.0, 0.0, 0.0, 0.0, {"code": 1.0}, difficulty=difficulty)
+    accepted = steps = 0.0
+    for temperature, share in zip(d.temperatures, d.temperature_shares):
+        a1 = d.task_alpha1("code") * (1 - d.temperature_slope * temperature) - a1_drop
+        reach, w = step_weighted_reach(a1, d.decay, difficulty, TASK_DEFAULTS["code"]["output_tokens"])
+        accepted += share * float(reach[POWER_TAU, 1 : POWER_TAU + 1].sum())
+        steps += share * float(w[POWER_TAU])
+    return accepted / (POWER_TAU * steps)
+
+
+def a1_drop_for(rate_drop: float, difficulty: float) -> float:
+    """The first-position acceptance drop that lowers main/code's true acceptance_rate by ``rate_drop``."""
+    from scipy.optimize import brentq
+
+    base = true_rate(0.0, difficulty)
+    return float(brentq(lambda x: base - true_rate(x, difficulty) - rate_drop, 0.0, 0.5))
 
 
 def _run(folder: Path, name: str, seed: int, **sim: Any) -> tuple[list, Any]:
@@ -95,23 +128,31 @@ def healthy_run(folder: Path, seed: int, requests: int) -> dict[str, Any]:
     return {"seed": seed, "false_alarms": alarms}
 
 
-def power_run(folder: Path, seed: int, requests: int, drop: float, code_share: float) -> dict[str, Any]:
+def power_run(
+    folder: Path, seed: int, requests: int, drop: float, code_share: float, difficulty: float = 35.0
+) -> dict[str, Any]:
     config = folder / "power.toml"
     start = "2026-11-19T12:00:00Z"  # halfway through the simulator's default week
     rest = 1.0 - code_share  # the other tasks keep their proportions 0.5 : 0.3 : 0.2
     shares = {"chat": 0.5 * rest, "summarize": 0.3 * rest, "translate": 0.2 * rest, "code": code_share}
     config.write_text(
-        FLEET.format(requests=requests, incident=INCIDENT.format(start=start, drop=drop), **shares)
+        FLEET.format(
+            requests=requests,
+            incident=INCIDENT.format(start=start, drop=a1_drop_for(drop, difficulty)),
+            difficulty=difficulty,
+            **shares,
+        )
     )
     found, (con, _) = _run(folder, f"power{code_share}", seed, config=config)
     at = datetime(2026, 11, 19, 12)
-    before, after, n_before, n_after = con.execute(
+    before, after, n_before, n_after, sd_before = con.execute(
         """
         select
             sum(accepted) filter (where ts < $at) / sum(drafted) filter (where ts < $at),
             sum(accepted) filter (where ts >= $at) / sum(drafted) filter (where ts >= $at),
             count(*) filter (where ts < $at),
-            count(*) filter (where ts >= $at)
+            count(*) filter (where ts >= $at),
+            stddev_samp(accepted / drafted) filter (where ts < $at)
         from requests
         where deployment = 'main' and task = 'code' and tau > 0
         """,
@@ -131,18 +172,25 @@ def power_run(folder: Path, seed: int, requests: int, drop: float, code_share: f
         "realised_drop": before - after,
         "requests_before": n_before,
         "requests_after": n_after,
+        "request_sd_before": sd_before,
     }
 
 
 def calibrate(
-    seeds: range, requests: int, power_requests: int, drop: float, code_shares: list[float]
+    seeds: range,
+    requests: int,
+    power_requests: int,
+    drop: float,
+    code_shares: list[float],
+    difficulty: float = 35.0,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
         healthy = [healthy_run(folder, s, requests) for s in seeds] if requests > 0 else []
         power = {
-            share: [power_run(folder, s, power_requests, drop, share) for s in seeds] for share in code_shares
+            share: [power_run(folder, s, power_requests, drop, share, difficulty) for s in seeds]
+            for share in code_shares
         }
         seconds = time.perf_counter() - t0
     n = len(seeds)
@@ -150,13 +198,18 @@ def calibrate(
         "seeds": n,
         "healthy_requests": requests,
         "power_requests": power_requests,
-        "a1_drop": drop,
+        "rate_drop": drop,
+        "a1_drop": a1_drop_for(drop, difficulty),
+        "difficulty": difficulty,
         "false_alarm_rate": sum(bool(r["false_alarms"]) for r in healthy) / len(healthy) if healthy else None,
         "power": [
             {
                 "code_share": share,
                 "mean_segment_requests": sum(r["requests_before"] + r["requests_after"] for r in runs) / n,
                 "mean_realised_drop": sum(r["realised_drop"] for r in runs) / n,
+                "min_realised_drop": min(r["realised_drop"] for r in runs),
+                "max_realised_drop": max(r["realised_drop"] for r in runs),
+                "mean_request_sd": sum(r["request_sd_before"] for r in runs) / n,
                 "detection_rate": sum(r["detected"] for r in runs) / n,
                 "false_alarm_rate": sum(bool(r["false_alarms"]) for r in runs) / n,
             }
@@ -173,14 +226,20 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--requests", type=int, default=6000, help="healthy fleet requests per run (0: skip)")
     ap.add_argument("--power-requests", type=int, default=3000, help="power fleet requests per run")
+    ap.add_argument("--drop", type=float, default=0.05, help="drop in main/code's true acceptance_rate")
     ap.add_argument(
-        "--drop", type=float, default=0.075, help="first-position acceptance drop of the incident"
+        "--code-share", type=float, nargs="+", default=[0.12, 0.24], help="segment shares of main"
     )
-    ap.add_argument("--code-share", type=float, nargs="+", default=[0.12, 0.6], help="segment shares of main")
+    ap.add_argument(
+        "--difficulty",
+        type=float,
+        default=35.0,
+        help="per-request difficulty concentration k of the power fleet",
+    )
     ap.add_argument("--json", type=Path, help="write every run's result here")
     args = ap.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    result = calibrate(seeds, args.requests, args.power_requests, args.drop, args.code_share)
+    result = calibrate(seeds, args.requests, args.power_requests, args.drop, args.code_share, args.difficulty)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
     summary = {k: v for k, v in result.items() if k != "runs"}
