@@ -78,6 +78,7 @@ def replay_prompts(
     progress: bool = False,
     pair: Any = None,
     threads: int | None = 1,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Replay each record (see replay.prompts) and return one result dict per record.
 
@@ -86,6 +87,8 @@ def replay_prompts(
     `pair` (a replay.models.Pair) skips loading when the caller already holds the models. `threads` sets torch's
     CPU threads (process-wide) when running on CPU; None leaves them. Batch-1 decoding of small models is
     latency-bound: on a shared 2-core box one thread measured ~100x faster than two (docs/replay.md).
+    `batch_size` > 1 replays that many consecutive records together (replay.batch): each row's output and
+    statistics are its batch-1 ones (up to float rounding), its times an equal share of each batched pass.
     """
     import torch
 
@@ -94,6 +97,8 @@ def replay_prompts(
     records = list(records)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
     if pair is None:
         pair = load_pair(target, draft, device=device, dtype=dtype, progress=progress)
     if pair.tokenizer_warning:
@@ -103,29 +108,57 @@ def replay_prompts(
     if pair.device == "cpu" and threads:
         torch.set_num_threads(threads)
     jobs = [(record, settings_for(record, tau, temperature, top_p, acceptance)) for record in records]
-    results = []
+    for _, settings in jobs:
+        settings.update(
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            typical_epsilon=typical_epsilon,
+            typical_delta=typical_delta,
+            batch_size=batch_size,
+        )
+    groups = _batches(len(jobs), batch_size, [_batch_key(settings) for _, settings in jobs])
+    results: list[dict[str, Any]] = [{} for _ in jobs]
     with torch.inference_mode():
         if jobs:
-            _warm_up(pair, _prompt_ids(pair, jobs[0][0]))
-        for record, settings in _progress(jobs, progress):
-            settings.update(
-                seed=seed,
-                max_new_tokens=max_new_tokens,
-                typical_epsilon=typical_epsilon,
-                typical_delta=typical_delta,
+            _warm_up(pair, [_prompt_ids(pair, jobs[i][0]) for i in groups[0]])
+        for group in _progress(groups, progress):
+            runs = (
+                _run_batch(pair, [jobs[i] for i in group])
+                if batch_size > 1
+                else [_run_one(pair, *jobs[group[0]])]
             )
-            results.append(_replay_one(pair, record, settings))
+            for i, (spec, alone) in zip(group, runs):
+                record, settings = jobs[i]
+                results[i] = _result(pair, record, settings, spec, alone)
     return results
 
 
-def _progress(jobs: list[Any], show: bool) -> Iterable[Any]:
+def _batch_key(settings: dict[str, Any]) -> tuple[Any, ...]:
+    # rows of one batch share tau, sampling and rule, as the requests of one serving batch do
+    return tuple(settings[k] for k in ("tau", "temperature", "top_p", "acceptance"))
+
+
+def _batches(count: int, size: int, keys: list[tuple[Any, ...]]) -> list[list[int]]:
+    """Job indices in batches of at most `size` with equal keys, in order of each batch's first job."""
+    batches: list[list[int]] = []
+    open_batch: dict[tuple[Any, ...], list[int]] = {}
+    for i in range(count):
+        batch = open_batch.get(keys[i])
+        if batch is None or len(batch) == size:
+            batch = open_batch[keys[i]] = []
+            batches.append(batch)
+        batch.append(i)
+    return batches
+
+
+def _progress(groups: list[Any], show: bool) -> Iterable[Any]:
     if not show:
-        return jobs
+        return groups
     from rich.progress import track
 
     from specdiag.output import err_console
 
-    return track(jobs, description="replaying", console=err_console, transient=True)
+    return track(groups, description="replaying", console=err_console, transient=True)
 
 
 def _prompt_ids(pair: Any, record: dict[str, Any]) -> list[int]:
@@ -147,20 +180,35 @@ def _prompt_ids(pair: Any, record: dict[str, Any]) -> list[int]:
     return [int(t) for t in ids]
 
 
-def _warm_up(pair: Any, prompt_ids: list[int]) -> None:
-    """One short run of both loops so that timings exclude first-call allocation and kernel selection."""
+def _warm_up(pair: Any, prompts: list[list[int]]) -> None:
+    """One short run of the loops about to be timed (batched ones too when prompts are several), so that timings
+    exclude first-call allocation and kernel selection."""
+    from replay.batch import speculative_generate_batch, target_generate_batch
     from replay.engine import speculative_generate, target_generate
     from replay.rules import Rule
     from replay.sampling import Sampling
 
-    common = {"max_new_tokens": 4, "sampling": Sampling(), "generator": None, "vocab_size": pair.vocab_size}
-    speculative_generate(pair.target, pair.draft, prompt_ids, tau=2, rule=Rule(), **common)
-    target_generate(pair.target, prompt_ids, **common)
+    common = {"max_new_tokens": 4, "sampling": Sampling(), "vocab_size": pair.vocab_size}
+    if len(prompts) == 1:
+        speculative_generate(
+            pair.target, pair.draft, prompts[0], tau=2, rule=Rule(), generator=None, **common
+        )
+        target_generate(pair.target, prompts[0], generator=None, **common)
+    else:
+        speculative_generate_batch(
+            pair.target, pair.draft, prompts, tau=2, rule=Rule(), generators=None, **common
+        )
+        target_generate_batch(pair.target, prompts, generators=None, **common)
 
 
-def _replay_one(pair: Any, record: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def _generator(pair: Any, settings: dict[str, Any]) -> Any:
     import torch
 
+    return torch.Generator(pair.target.device).manual_seed(settings["seed"])
+
+
+def _run_one(pair: Any, record: dict[str, Any], settings: dict[str, Any]) -> tuple[Any, Any]:
+    """The speculative loop and the target alone on one record (batch 1), each with a fresh seeded generator."""
     from replay.engine import speculative_generate, target_generate
     from replay.rules import Rule
     from replay.sampling import Sampling
@@ -174,19 +222,43 @@ def _replay_one(pair: Any, record: dict[str, Any], settings: dict[str, Any]) -> 
         "vocab_size": pair.vocab_size,
         "eos_token_id": pair.eos_token_id,
     }
-    gen_device = pair.target.device
-    spec = speculative_generate(
-        pair.target,
-        pair.draft,
-        prompt_ids,
-        tau=settings["tau"],
-        rule=rule,
-        generator=torch.Generator(gen_device).manual_seed(settings["seed"]),
-        **common,
+    spec = speculative_generate(pair.target, pair.draft, prompt_ids, tau=settings["tau"], rule=rule,
+                                generator=_generator(pair, settings), **common)  # fmt: skip
+    alone = target_generate(pair.target, prompt_ids, generator=_generator(pair, settings), **common)
+    return spec, alone
+
+
+def _run_batch(pair: Any, jobs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[Any, Any]]:
+    """_run_one for jobs with equal settings, their rows run together (replay.batch); one generator per row seeded
+    as in batch 1, so that each row draws what it would draw alone."""
+    from replay.batch import speculative_generate_batch, target_generate_batch
+    from replay.rules import Rule
+    from replay.sampling import Sampling
+
+    prompts = [_prompt_ids(pair, record) for record, _ in jobs]
+    s = jobs[0][1]
+    common = {
+        "max_new_tokens": s["max_new_tokens"],
+        "sampling": Sampling(s["temperature"], s["top_p"]),
+        "vocab_size": pair.vocab_size,
+        "eos_token_id": pair.eos_token_id,
+    }
+    rule = Rule(s["acceptance"], s["typical_epsilon"], s["typical_delta"])
+    specs = speculative_generate_batch(pair.target, pair.draft, prompts, tau=s["tau"], rule=rule,
+                                       generators=[_generator(pair, s) for _ in jobs], **common)  # fmt: skip
+    alones = target_generate_batch(
+        pair.target, prompts, generators=[_generator(pair, s) for _ in jobs], **common
     )
-    alone = target_generate(
-        pair.target, prompt_ids, generator=torch.Generator(gen_device).manual_seed(settings["seed"]), **common
-    )
+    return list(zip(specs, alones))
+
+
+def _result(
+    pair: Any, record: dict[str, Any], settings: dict[str, Any], spec: Any, alone: Any
+) -> dict[str, Any]:
+    """One result dict (PUBLIC_KEYS, first_divergence, record, settings, step_records) from the two runs."""
+    from replay.sampling import Sampling
+
+    sampling = Sampling(settings["temperature"], settings["top_p"])
     verify_steps = sum(1 for s in spec.steps if s.drafted > 0)
     drafted = sum(s.drafted for s in spec.steps)
     accepted = sum(s.accepted for s in spec.steps)

@@ -25,13 +25,30 @@ def _cache_kwarg(model_class: type) -> str:
     return _CACHE_KWARG[model_class]
 
 
-def forward(model: Any, token_ids: list[int] | torch.Tensor, cache: Any, vocab_size: int) -> torch.Tensor:
-    """Feed tokens (T,) or (B, T) through the model, extending its cache; returns float32 logits (B, T, vocab_size)."""
+def forward(
+    model: Any,
+    token_ids: list[int] | torch.Tensor,
+    cache: Any,
+    vocab_size: int,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Feed tokens (T,) or (B, T) through the model, extending its cache; returns float32 logits (B, T, vocab_size).
+
+    Batch 1 needs neither mask nor positions (the cache length is the position). Batched rows with holes pass
+    attention_mask (B, cached + T; 0 = hole) and position_ids (B, T; each row's own positions): see replay.batch.
+    """
     ids = token_ids if isinstance(token_ids, torch.Tensor) else torch.tensor(token_ids, dtype=torch.long)
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     ids = ids.to(model.device)
-    out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(type(model)): cache})
+    extra = {}
+    if attention_mask is not None:
+        extra["attention_mask"] = attention_mask.to(model.device)
+    if position_ids is not None:
+        extra["position_ids"] = position_ids.to(model.device)
+    out = model(input_ids=ids, use_cache=True, **{_cache_kwarg(type(model)): cache}, **extra)
     return out.logits[..., :vocab_size].float()
 
 
@@ -40,3 +57,60 @@ def rollback(cache: Any, length: int) -> None:
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)
+
+
+class RaggedCache:
+    """One rectangular DynamicCache shared by B rows that hold different numbers of tokens.
+
+    Slots (the cache's sequence axis) are shared; a slot a row does not use is a *hole*: right padding of a shorter
+    chunk, a rejected draft token, or tokens past a rollback. `valid` (B, S) marks each row's real tokens. Every
+    forward pass hands the model the 2-D attention mask `valid` (holes are never attended to) and each row's own
+    logical positions (its count of valid slots so far: holes take no position), so a row sees exactly its own
+    tokens at their own positions, as it would alone. Holes cost memory and attention FLOPs, never correctness;
+    `compact` crops the trailing slots that are holes in every row.
+    """
+
+    def __init__(self, rows: int, device: torch.device) -> None:
+        self.kv = new_cache()
+        self.valid = torch.zeros((rows, 0), dtype=torch.bool, device=device)
+
+    def lengths(self) -> list[int]:
+        """Tokens each row holds (its next token's position)."""
+        return [int(n) for n in self.valid.sum(-1)]
+
+    def forward(self, model: Any, chunks: list[list[int]], vocab_size: int, pad_id: int = 0) -> torch.Tensor:
+        """Append chunk i to row i, right-padded with holes to one width W; returns logits (B, W, vocab_size), of
+        which row i's first len(chunk i) are real. Row i's tokens take positions lengths[i] .. lengths[i] + len - 1.
+        """
+        width = max(len(c) for c in chunks)
+        device = self.valid.device
+        if width == 0:
+            return torch.zeros((len(chunks), 0, vocab_size), device=device)
+        ids = torch.tensor([c + [pad_id] * (width - len(c)) for c in chunks], dtype=torch.long, device=device)
+        sizes = torch.tensor([len(c) for c in chunks], device=device)
+        new_valid = torch.arange(width, device=device) < sizes[:, None]  # (B, W)
+        positions = self.valid.sum(-1, keepdim=True) + torch.arange(
+            width, device=device
+        )  # (B, W); holes: unused
+        mask = torch.cat([self.valid, new_valid], dim=1)  # (B, S + W)
+        logits = forward(model, ids, self.kv, vocab_size, attention_mask=mask.long(), position_ids=positions)
+        self.valid = mask
+        return logits
+
+    def keep(self, lengths: torch.Tensor) -> None:
+        """Roll row b back to its first lengths[b] tokens: its later valid slots become holes."""
+        self.valid &= self.valid.cumsum(-1) <= lengths.to(self.valid.device)[:, None]
+
+    def compact(self) -> None:
+        """Crop the trailing slots that no row uses."""
+        used = self.valid.any(0).nonzero()
+        size = int(used.max()) + 1 if used.numel() else 0
+        rollback(self.kv, size)
+        self.valid = self.valid[:, :size]
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order): finished rows leave the batch and stop costing compute."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.valid.device)
+        if self.kv.get_seq_length() > 0:
+            self.kv.batch_select_indices(index)
+        self.valid = self.valid[index]

@@ -1,7 +1,8 @@
 """The speculative loop (draft proposes, target verifies, caches roll back) and the target-alone baseline.
 
-Batch 1: one prompt at a time. The statistics (what was drafted, kept, how confident the target was, how far the
-emitted distribution is from the target's) come out of the loop itself.
+Batch 1: one prompt at a time; replay.batch runs several rows together with the same per-row results. The
+statistics (what was drafted, kept, how confident the target was, how far the emitted distribution is from the
+target's) come out of the loop itself.
 """
 
 from __future__ import annotations
@@ -80,13 +81,16 @@ def speculative_generate(
             t_logits = forward(target, [seq[-1], *drafted], t_cache, vocab_size)[0]
             p = distribution(t_logits, sampling)
             q = torch.stack(q_rows) if n else p[:0]
-            k_t, next_t = verify(rule, torch.tensor([drafted], device=p.device), q[None], p[None], generator)
+            ids = torch.tensor([drafted], dtype=torch.long, device=p.device)  # (1, n)
+            k_t, next_t = verify(rule, ids, q[None], p[None], generator)
         k, next_token = int(k_t), int(next_t)
-        steps.append(_record(len(steps), drafted, k, q_logits, t_logits, q, p, sampling, rule))
+        q_l = torch.stack(q_logits) if n else t_logits[:0]
+        steps += record_steps(
+            [len(steps)], ids, [k], q_l[None], t_logits[None], q[None], p[None], sampling, rule
+        )
         new = [*drafted[:k], next_token]
-        rollback(
-            t_cache, len(seq) + k
-        )  # keep committed tokens + accepted drafts; next_token is fed next step
+        # keep committed tokens + accepted drafts; next_token is fed next step
+        rollback(t_cache, len(seq) + k)
         rollback(d_cache, min(d_cache.get_seq_length(), len(seq) + k))
         seq += new
         out += new
@@ -100,51 +104,59 @@ def speculative_generate(
     return Generation(out, steps, clock.total("draft"), clock.total("verify"))
 
 
-def _record(
-    index: int,
-    drafted: list[int],
-    accepted: int,
-    q_logits: list[torch.Tensor],
+def record_steps(
+    index: list[int],
+    drafted: torch.Tensor,
+    accepted: list[int],
+    q_logits: torch.Tensor,
     t_logits: torch.Tensor,
     q: torch.Tensor,
     p: torch.Tensor,
     sampling: Sampling,
     rule: Rule,
-) -> Step:
-    """Per-token evidence of one step. Reported p and q are the distributions the rule used; for greedy runs (where
-    those are one-hot) they are the models' own softmax probabilities, which the argmax was taken over."""
-    step = Step(index, len(drafted), accepted)
-    if not drafted:
-        return step
-    ids = torch.tensor(drafted, device=p.device).unsqueeze(-1)
+) -> list[Step]:
+    """Per-token evidence of one step of R rows that each drafted n tokens: drafted (R, n) ids, q_logits and q
+    (R, n, V) from the draft, t_logits and p (R, n + 1, V) from the target, accepted[r] kept by row r.
+
+    Reported p and q are the distributions the rule used; for greedy runs (where those are one-hot) they are the
+    models' own softmax probabilities, which the argmax was taken over.
+    """
+    rows, n = drafted.shape
+    steps = [Step(i, n, k) for i, k in zip(index, accepted)]
+    if n == 0:
+        return steps
+    ids = drafted.unsqueeze(-1)
     if sampling.greedy:
-        q_show = torch.softmax(torch.stack(q_logits), -1).gather(-1, ids).squeeze(-1)
-        p_show = torch.softmax(t_logits[: len(drafted)], -1).gather(-1, ids).squeeze(-1)
+        q_show = torch.softmax(q_logits, -1).gather(-1, ids).squeeze(-1)
+        p_show = torch.softmax(t_logits[:, :n], -1).gather(-1, ids).squeeze(-1)
     else:
         q_show = q.gather(-1, ids).squeeze(-1)
-        p_show = p[: len(drafted)].gather(-1, ids).squeeze(-1)
-    entropy, margin = entropy_and_margin(t_logits[: len(drafted)])
-    for i, token in enumerate(drafted):
-        step.tokens.append(
-            {
-                "position": i,
-                "token_id": token,
-                "q": float(q_show[i]),
-                "p": float(p_show[i]),
-                "accepted": i < accepted,
-                "entropy": float(entropy[i]),
-                "margin": float(margin[i]),
-            }
-        )
-    # Exact losslessness check at each verified position (the accepted ones and the first rejection), in float64.
-    verified = min(accepted + 1, len(drafted))
-    # renormalised in float64 so that float32 rounding of the softmax does not show up as a TV of ~1e-7
-    p64, q64 = p[:verified].double(), q[:verified].double()
+        p_show = p[:, :n].gather(-1, ids).squeeze(-1)
+    entropy, margin = entropy_and_margin(t_logits[:, :n])
+    # Exact losslessness check, in float64, renormalised so that float32 rounding of the softmax does not show up
+    # as a TV of ~1e-7. Computed at all n positions; each row reports its verified ones (the accepted ones and the
+    # first rejection).
+    p64, q64 = p[:, :n].double(), q.double()
     p64, q64 = p64 / p64.sum(-1, keepdim=True), q64 / q64.sum(-1, keepdim=True)
-    step.tv = [float(x) for x in total_variation(emitted_distribution(rule, p64, q64), p64)]
-    if accepted == len(drafted):
-        step.tv.append(0.0)  # the bonus token is drawn from p itself
-    return step
+    tv = total_variation(emitted_distribution(rule, p64, q64), p64)  # (R, n)
+    columns = zip(*(x.tolist() for x in (drafted, q_show, p_show, entropy, margin, tv)))
+    for step, (tokens, q_r, p_r, entropy_r, margin_r, tv_r) in zip(steps, columns):
+        for i in range(n):
+            step.tokens.append(
+                {
+                    "position": i,
+                    "token_id": tokens[i],
+                    "q": q_r[i],
+                    "p": p_r[i],
+                    "accepted": i < step.accepted,
+                    "entropy": entropy_r[i],
+                    "margin": margin_r[i],
+                }
+            )
+        step.tv = tv_r[: min(step.accepted + 1, n)]
+        if step.accepted == n:
+            step.tv.append(0.0)  # the bonus token is drawn from p itself
+    return steps
 
 
 @dataclass

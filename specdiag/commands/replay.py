@@ -69,6 +69,14 @@ from specdiag.output import emit_json, message, out_console
     help="Weights and activations of both models.",
 )
 @click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True, help="CPU threads.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=1,
+    show_default=True,
+    help="Prompts replayed together, each row keeping its own acceptance lengths and output (pays on a GPU; "
+    "CPU decoding of small models is fastest at 1).",
+)
 @click.option("--target-name", help="Name of the target in the store (as traces name it) [default: folder].")
 @click.option("--draft-name", help="Name of the draft in the store [default: folder].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")
@@ -101,6 +109,7 @@ def replay(
     device: str,
     dtype: str,
     threads: int,
+    batch_size: int,
     target_name: str | None,
     draft_name: str | None,
     as_json: bool,
@@ -134,7 +143,7 @@ def replay(
         results = replay_prompts(
             records, tau=tau, acceptance=acceptance, temperature=temperature, top_p=top_p,
             typical_epsilon=typical_epsilon, typical_delta=typical_delta, max_new_tokens=max_new_tokens,
-            seed=seed, progress=True, pair=pair, threads=threads,
+            seed=seed, progress=True, pair=pair, threads=threads, batch_size=batch_size,
         )  # fmt: skip
     profile: list[dict[str, Any]] = []
     if profile_costs:

@@ -1,0 +1,210 @@
+"""The speculative loop and the target-alone baseline for B prompts at once, each row keeping its own lengths.
+
+Same algorithm as replay.engine (Leviathan et al. 2023 Algorithm 1), row by row: each verify step row b keeps its own
+prefix k_b of its own n_b drafts. Nothing is forced to a common length: the rows share rectangular KV caches
+(replay.cache.RaggedCache) in which padding and rejected drafts become masked holes, and every model call passes
+each row's own positions, so a row attends to exactly the tokens it would attend to alone, at the same positions.
+
+Random draws: with one generator per row (a list), each row draws exactly what the batch-1 loop draws with that
+generator, in the same order, so per-row outputs and statistics equal the batch-1 loop's up to float rounding
+(batched matrix products may round differently, which can only matter at a near-tie). With one shared generator
+(or None) the draws are made for all rows at once: independent draws, the same distribution, fewer kernel calls.
+
+Timing: a batched stage is one measurement shared by the rows in it; each row is charged an equal share
+(stage ms / rows in the step), so the rows' draft_ms and verify_ms add up to the batch's wall (or CUDA) time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from replay.cache import RaggedCache
+from replay.engine import Baseline, Generation, Step, record_steps
+from replay.rules import Rule, verify
+from replay.sampling import Sampling, distribution, sample
+from replay.timing import StageClock
+
+# one generator per row (batch-1 draws, row by row), or one for the whole batch (vectorised draws), or None
+Generators = torch.Generator | list[torch.Generator | None] | None
+
+
+def _draw(probs: torch.Tensor, rows: list[int], generators: Generators) -> list[int]:
+    """One token per row of probs (R, V); rows[r] is the prompt index whose generator row r uses."""
+    if isinstance(generators, list):
+        return [int(sample(probs[r], generators[i])) for r, i in enumerate(rows)]
+    return [int(t) for t in sample(probs, generators).tolist()]
+
+
+def _verify(
+    rule: Rule,
+    drafted: torch.Tensor,
+    q: torch.Tensor,
+    p: torch.Tensor,
+    rows: list[int],
+    generators: Generators,
+) -> tuple[list[int], list[int]]:
+    """replay.rules.verify on R rows that drafted the same number of tokens: (accepted, next_token) per row."""
+    if isinstance(generators, list):
+        pairs = [
+            verify(rule, drafted[r : r + 1], q[r : r + 1], p[r : r + 1], generators[i])
+            for r, i in enumerate(rows)
+        ]
+        return [int(k) for k, _ in pairs], [int(t) for _, t in pairs]
+    k, t = verify(rule, drafted, q, p, generators)
+    return k.tolist(), t.tolist()
+
+
+def speculative_generate_batch(
+    target: Any,
+    draft: Any,
+    prompts: list[list[int]],
+    *,
+    tau: int,
+    max_new_tokens: int,
+    sampling: Sampling,
+    rule: Rule,
+    generators: Generators,
+    vocab_size: int,
+    eos_token_id: int | None = None,
+) -> list[Generation]:
+    """replay.engine.speculative_generate for every prompt, run together. Invariant per row at the start of a step,
+    as in batch 1: the target's cache holds every committed token but the last; the draft's holds a prefix of them."""
+    device = target.device
+    clock = StageClock(device)
+    seqs = [list(p) for p in prompts]
+    outs: list[list[int]] = [[] for _ in prompts]
+    steps: list[list[Step]] = [[] for _ in prompts]
+    shares: list[list[tuple[int, int]]] = [
+        [] for _ in prompts
+    ]  # per row step: (batched step, rows sharing it)
+    t_cache, d_cache = RaggedCache(len(prompts), device), RaggedCache(len(prompts), device)
+    t_cache.forward(target, [s[:-1] for s in seqs], vocab_size)  # prefill (not timed, as in batch 1)
+    d_cache.forward(draft, [s[:-1] for s in seqs], vocab_size)
+    live = list(range(len(prompts)))  # cache row c holds prompt live[c]
+    batch_step = 0
+    while live:
+        n = [min(tau, max_new_tokens - len(outs[i]) - 1) for i in live]  # draft tokens per row this step
+        rows, width = len(live), max(n)
+        drafted: list[list[int]] = [[] for _ in live]
+        ids = torch.zeros((rows, width), dtype=torch.long, device=device)
+        q_logits = torch.zeros((rows, width, vocab_size), device=device)
+        q = torch.zeros(
+            (rows, width, vocab_size), device=device
+        )  # q: exactly the distributions rows sampled from
+        with clock.measure("draft", batch_step):
+            held = d_cache.lengths()
+            for j in range(width):
+                # rows still drafting feed what their draft cache lacks; the others feed nothing (a hole)
+                chunks = [(seqs[i] + drafted[c])[held[c] :] if j < n[c] else [] for c, i in enumerate(live)]
+                logits = d_cache.forward(draft, chunks, vocab_size)  # (R, W, V)
+                active = [c for c in range(rows) if j < n[c]]
+                last = logits[
+                    active, [len(chunks[c]) - 1 for c in active]
+                ]  # (A, V): each row's last real position
+                q_j = distribution(last, sampling)
+                tokens = _draw(q_j, [live[c] for c in active], generators)
+                for c, token in zip(active, tokens):
+                    held[c] += len(chunks[c])
+                    drafted[c].append(token)
+                ids[active, j] = torch.tensor(tokens, device=device)
+                q_logits[active, j], q[active, j] = last, q_j
+        with clock.measure("verify", batch_step):
+            # p: each row's target distributions at its n drafted positions and the bonus position, (R, n + 1, V)
+            t_logits = t_cache.forward(
+                target, [[seqs[i][-1], *drafted[c]] for c, i in enumerate(live)], vocab_size
+            )
+            p = distribution(t_logits, sampling)
+            groups = {size: [c for c in range(rows) if n[c] == size] for size in sorted(set(n))}
+            accepted, next_token = [0] * rows, [0] * rows
+            for size, group in groups.items():  # rows that drafted the same number of tokens verify together
+                k_g, t_g = _verify(rule, ids[group, :size], q[group, :size], p[group, : size + 1],
+                                   [live[c] for c in group], generators)  # fmt: skip
+                for c, k, t in zip(group, k_g, t_g):
+                    accepted[c], next_token[c] = k, t
+        for size, group in groups.items():
+            recorded = record_steps(
+                [len(steps[live[c]]) for c in group], ids[group, :size], [accepted[c] for c in group],
+                q_logits[group, :size], t_logits[group, : size + 1], q[group, :size], p[group, : size + 1],
+                sampling, rule,
+            )  # fmt: skip
+            for c, step in zip(group, recorded):
+                steps[live[c]].append(step)
+                shares[live[c]].append((batch_step, rows))
+        # keep committed tokens + accepted drafts (next_token is fed next step); the draft keeps a prefix of them
+        t_cache.keep(torch.tensor([len(seqs[i]) + accepted[c] for c, i in enumerate(live)]))
+        d_cache.keep(torch.tensor([min(held[c], len(seqs[i]) + accepted[c]) for c, i in enumerate(live)]))
+        still = []
+        for c, i in enumerate(live):
+            new = [*drafted[c][: accepted[c]], next_token[c]]
+            seqs[i] += new
+            outs[i] += new
+            if eos_token_id is not None and eos_token_id in new:
+                outs[i] = outs[i][: outs[i].index(eos_token_id) + 1]
+            elif len(outs[i]) < max_new_tokens:
+                still.append(c)
+        _shrink((t_cache, d_cache), still, rows)
+        live = [live[c] for c in still]
+        batch_step += 1
+    times = clock.resolve()
+    results = []
+    for i in range(len(prompts)):
+        for step, (b, size) in zip(steps[i], shares[i]):
+            step.draft_ms = times.get(("draft", b), 0.0) / size
+            step.verify_ms = times.get(("verify", b), 0.0) / size
+        draft_ms = sum(s.draft_ms for s in steps[i])
+        results.append(Generation(outs[i], steps[i], draft_ms, sum(s.verify_ms for s in steps[i])))
+    return results
+
+
+def _shrink(caches: tuple[RaggedCache, ...], still: list[int], rows: int) -> None:
+    """Finished rows leave the batch (they stop costing compute); slots no row uses any more are cropped."""
+    for cache in caches:
+        if len(still) < rows:
+            cache.select(still)
+        cache.compact()
+
+
+def target_generate_batch(
+    target: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    sampling: Sampling,
+    generators: Generators,
+    vocab_size: int,
+    eos_token_id: int | None = None,
+) -> list[Baseline]:
+    """replay.engine.target_generate for every prompt, run together: one token per row per forward pass, its time
+    shared equally by the rows in it (so that speedup compares like with like when both loops run batched)."""
+    clock = StageClock(target.device)
+    seqs = [list(p) for p in prompts]
+    outs: list[list[int]] = [[] for _ in prompts]
+    margins: list[list[float]] = [[] for _ in prompts]
+    shares: list[list[tuple[int, int]]] = [[] for _ in prompts]
+    cache = RaggedCache(len(prompts), target.device)
+    cache.forward(target, [s[:-1] for s in seqs], vocab_size)
+    live = list(range(len(prompts)))
+    batch_step = 0
+    while live:
+        with clock.measure("target", batch_step):
+            logits = cache.forward(target, [seqs[i][-1:] for i in live], vocab_size)[:, -1]  # (R, V)
+            tokens = _draw(distribution(logits, sampling), live, generators)
+        top2 = logits.topk(2, dim=-1).values
+        still = []
+        for c, (i, margin) in enumerate(zip(live, (top2[:, 0] - top2[:, 1]).tolist())):
+            margins[i].append(margin)
+            shares[i].append((batch_step, len(live)))
+            seqs[i].append(tokens[c])
+            outs[i].append(tokens[c])
+            if tokens[c] != eos_token_id and len(outs[i]) < max_new_tokens:
+                still.append(c)
+        _shrink((cache,), still, len(live))
+        live = [live[c] for c in still]
+        batch_step += 1
+    times = clock.resolve()
+    return [
+        Baseline(outs[i], margins[i], sum(times.get(("target", b), 0.0) / size for b, size in shares[i]))
+        for i in range(len(prompts))
+    ]

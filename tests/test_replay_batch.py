@@ -1,0 +1,242 @@
+"""Batched replay: every row of a batch produces exactly what the batch-1 loop produces for that prompt.
+
+Tiny random Llama models (as in test_replay_engine); the draft is a weight-perturbed copy of the target, so rows
+accept different prefix lengths at every step. Prompts of different lengths (1 token included) exercise the padding
+holes; rejected drafts exercise the rollback holes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from replay import batch
+from replay.batch import speculative_generate_batch, target_generate_batch
+from replay.cache import RaggedCache, forward, new_cache
+from replay.engine import speculative_generate, target_generate
+from replay.models import Pair
+from replay.rules import Rule
+from replay.sampling import Sampling
+
+VOCAB = 48
+NEW = 16
+PROMPTS = [[3, 4, 5, 6, 7], [11], [40, 3, 17, 17, 17, 9, 30, 31]]
+
+
+def tiny(seed: int, attn: str = "sdpa") -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.4, eos_token_id=None,
+        bos_token_id=None, pad_token_id=0, attn_implementation=attn,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+def perturbed(target: LlamaForCausalLM) -> LlamaForCausalLM:
+    draft = tiny(0, target.config._attn_implementation)
+    draft.load_state_dict(target.state_dict())
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for w in draft.parameters():
+            w.add_(0.02 * torch.randn_like(w) * w.std())
+    return draft
+
+
+PAIR_SDPA = (tiny(0), perturbed(tiny(0)))  # for the property test (hypothesis takes no parametrized fixture)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def pair(request) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
+    target = tiny(0, request.param)
+    return target, perturbed(target)
+
+
+def gens(count: int, seed: int = 0) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
+
+
+def alone(pair, prompt, seed, **kw):
+    kw = {"tau": 4, "max_new_tokens": NEW, "sampling": Sampling(), "rule": Rule(), **kw}
+    with torch.inference_mode():
+        return speculative_generate(*pair, prompt, generator=torch.Generator().manual_seed(seed), vocab_size=VOCAB,
+                                    **kw)  # fmt: skip
+
+
+def together(pair, prompts, seed=0, **kw):
+    kw = {"tau": 4, "max_new_tokens": NEW, "sampling": Sampling(), "rule": Rule(), **kw}
+    with torch.inference_mode():
+        return speculative_generate_batch(*pair, prompts, generators=gens(len(prompts), seed), vocab_size=VOCAB,
+                                          **kw)  # fmt: skip
+
+
+def assert_same_run(single, row) -> None:
+    """Output, per-step counts and per-token records equal (probabilities up to float rounding)."""
+    assert row.token_ids == single.token_ids
+    assert [(s.step, s.drafted, s.accepted) for s in row.steps] == [
+        (s.step, s.drafted, s.accepted) for s in single.steps
+    ]
+    for a, b in zip(single.steps, row.steps):
+        assert [(t["token_id"], t["accepted"]) for t in a.tokens] == [
+            (t["token_id"], t["accepted"]) for t in b.tokens
+        ]
+        for x, y in zip(a.tokens, b.tokens):
+            assert y["p"] == pytest.approx(x["p"], abs=1e-5) and y["q"] == pytest.approx(x["q"], abs=1e-5)
+            assert y["entropy"] == pytest.approx(x["entropy"], abs=1e-4)
+        assert b.tv == pytest.approx(a.tv, abs=1e-6)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_greedy_rows_equal_their_batch_1_runs(pair, size):
+    prompts = PROMPTS[:size] if size == 3 else [PROMPTS[2], PROMPTS[1]]
+    rows = together(pair, prompts)
+    for i, prompt in enumerate(prompts):
+        assert_same_run(alone(pair, prompt, i), rows[i])
+    # the rows really did accept different lengths at the same step
+    assert len({tuple(s.accepted for s in r.steps) for r in rows}) == len(rows)
+
+
+def test_rows_with_different_tau_limits_and_lengths(pair):
+    """Rows end their drafting at different steps (max_new_tokens cuts tau differently)."""
+    prompts = [PROMPTS[0], PROMPTS[2], [5, 5]]
+    for tau in (0, 1, 3, 7):
+        rows = together(pair, prompts, tau=tau, max_new_tokens=11)
+        for i, prompt in enumerate(prompts):
+            assert_same_run(alone(pair, prompt, i, tau=tau, max_new_tokens=11), rows[i])
+
+
+def test_a_row_that_hits_eos_leaves_and_the_others_are_unchanged(pair):
+    plain = [alone(pair, p, i).token_ids for i, p in enumerate(PROMPTS)]
+    # an EOS id that row 0 emits mid-way and the other rows never emit
+    eos = next(t for t in plain[0][2:-2] if all(t not in other for other in plain[1:]))
+    rows = together(pair, PROMPTS, eos_token_id=eos)
+    for i, prompt in enumerate(PROMPTS):
+        assert_same_run(alone(pair, prompt, i, eos_token_id=eos), rows[i])
+    assert rows[0].token_ids[-1] == eos and len(rows[0].token_ids) < NEW
+    assert [len(r.token_ids) for r in rows[1:]] == [NEW, NEW]
+
+
+@pytest.mark.parametrize("rule", ["rejection", "typical"])
+def test_seeded_sampling_rows_reproduce_their_batch_1_runs(pair, rule):
+    """One generator per row, drawn in the batch-1 order: the same tokens and accept decisions. (Exact here; in
+    general only up to float rounding: a uniform draw within ~1e-7 of an acceptance threshold could flip.)"""
+    kw = {"sampling": Sampling(1.0, 0.9), "rule": Rule(rule, 0.3, 0.5)}
+    for seed in (0, 10):
+        rows = together(pair, PROMPTS, seed, **kw)
+        for i, prompt in enumerate(PROMPTS):
+            assert_same_run(alone(pair, prompt, seed + i, **kw), rows[i])
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(0.8)])
+def test_target_alone_batched_equals_batch_1(pair, sampling):
+    with torch.inference_mode():
+        rows = target_generate_batch(pair[0], PROMPTS, max_new_tokens=NEW, sampling=sampling, generators=gens(3),
+                                     vocab_size=VOCAB)  # fmt: skip
+        for i, prompt in enumerate(PROMPTS):
+            single = target_generate(pair[0], prompt, max_new_tokens=NEW, sampling=sampling,
+                                     generator=torch.Generator().manual_seed(i), vocab_size=VOCAB)  # fmt: skip
+            assert rows[i].token_ids == single.token_ids
+            assert rows[i].logit_margins == pytest.approx(single.logit_margins, abs=1e-4)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    prompts=st.lists(st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=9), min_size=1, max_size=4),
+    tau=st.integers(0, 5),
+    max_new=st.integers(1, 10),
+    sampled=st.booleans(),
+)
+def test_any_batch_of_prompts_reproduces_batch_1(prompts, tau, max_new, sampled):
+    """Random prompt lengths, tau and lengths: random accept patterns, every row equal to its batch-1 run."""
+    models = PAIR_SDPA
+    kw = {"tau": tau, "max_new_tokens": max_new}
+    if sampled:
+        kw.update(sampling=Sampling(1.0), rule=Rule("rejection"))
+    rows = together(models, prompts, 3, **kw)
+    for i, prompt in enumerate(prompts):
+        assert_same_run(alone(models, prompt, 3 + i, **kw), rows[i])
+
+
+def test_ragged_cache_rows_see_only_their_own_tokens():
+    """The invariant everything rests on: after padding, rollback holes and row removal, a row's logits are those
+    of its own token sequence fed alone."""
+    model = tiny(0)
+
+    def solo(tokens: list[int]) -> torch.Tensor:
+        return forward(model, tokens, new_cache(), VOCAB)[0, -1]
+
+    with torch.inference_mode():
+        cache = RaggedCache(3, model.device)
+        cache.forward(model, [[1, 2, 3], [4], []], VOCAB)
+        cache.keep(torch.tensor([1, 1, 0]))  # row 0 rolls back to [1]
+        out = cache.forward(model, [[5, 6], [7], [8]], VOCAB)
+        torch.testing.assert_close(out[0, 1], solo([1, 5, 6]))
+        torch.testing.assert_close(out[1, 0], solo([4, 7]))
+        torch.testing.assert_close(out[2, 0], solo([8]))
+        assert cache.lengths() == [3, 2, 1]
+        cache.select([0, 2])  # row 1 finished
+        cache.keep(torch.tensor([2, 1]))
+        cache.compact()
+        out = cache.forward(model, [[9], [10]], VOCAB)
+        torch.testing.assert_close(out[0, 0], solo([1, 5, 9]))
+        torch.testing.assert_close(out[1, 0], solo([8, 10]))
+        assert not torch.isnan(out).any()
+
+
+def test_batched_stage_time_is_shared_equally_by_its_rows(pair, monkeypatch):
+    clocks = []
+
+    class Recording(batch.StageClock):
+        def __init__(self, device):
+            super().__init__(device)
+            clocks.append(self)
+
+    monkeypatch.setattr(batch, "StageClock", Recording)
+    rows = together(pair, PROMPTS)
+    clock = clocks[0]
+    for stage in ("draft", "verify"):
+        total = sum(getattr(r, f"{stage}_ms") for r in rows)
+        assert total == pytest.approx(clock.total(stage), rel=1e-9)
+    # step 0 is one batched pass of all three rows: each is charged a third of it
+    assert rows[0].steps[0].verify_ms == pytest.approx(clock.resolve()[("verify", 0)] / 3)
+    assert rows[0].steps[0].verify_ms == rows[1].steps[0].verify_ms == rows[2].steps[0].verify_ms > 0
+
+
+def test_replay_prompts_batch_size_gives_the_batch_1_results():
+    from replay.api import PUBLIC_KEYS, replay_prompts
+
+    target, draft = PAIR_SDPA
+    models = Pair(target, draft, None, "t", "d", "cpu", "float32", VOCAB, None, None)
+    records = [
+        {"prompt_id": "a", "prompt_ids": PROMPTS[0]},
+        {"prompt_id": "b", "prompt_ids": PROMPTS[1], "tau": 2},  # other settings: a batch of its own
+        {"prompt_id": "c", "prompt_ids": PROMPTS[2]},
+        {"prompt_id": "d", "prompt_ids": [7, 8], "temperature": 0.9},
+    ]
+    kw = {"max_new_tokens": 10, "pair": models, "threads": None}
+    one = replay_prompts(records, **kw)
+    three = replay_prompts(records, batch_size=3, **kw)
+    timing = {"draft_ms", "verify_ms", "target_only_ms", "speedup"}
+    assert [r["prompt_id"] for r in three] == ["a", "b", "c", "d"]
+    for x, y in zip(one, three):
+        assert set(x) == set(y) and set(PUBLIC_KEYS) <= set(y)
+        for key in set(PUBLIC_KEYS) - timing - {"tv_max", "tv_mean"}:
+            assert x[key] == y[key], key
+        assert y["tv_max"] == pytest.approx(x["tv_max"], abs=1e-6)
+        assert y["draft_ms"] > 0 and y["verify_ms"] > 0 and math.isfinite(y["speedup"])
+        assert [(s["drafted"], s["accepted"]) for s in x["step_records"]] == [
+            (s["drafted"], s["accepted"]) for s in y["step_records"]
+        ]
