@@ -32,6 +32,42 @@ _STEP_COLUMNS = [
 ]  # fmt: skip
 
 
+# Each stored column as SQL over the frame's columns (columns not named here are stored as null).
+_REQUEST_SQL = {c: c for c in _REQUEST_COLUMNS} | {
+    "ts": "make_timestamp(ts_us)",
+    "temperature": "coalesce(temperature, 0.0)",
+    "top_p": "coalesce(top_p, 1.0)",
+}
+_STEP_SQL = {c: c for c in _STEP_COLUMNS} | {
+    "ts": "case when ts_us is null then null else make_timestamp(ts_us) end"
+}
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """A table's columns in their stored order (temporary tables included)."""
+    rows = con.execute(
+        "select column_name from duckdb_columns() where table_name = ? order by column_index", [table]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def insert_frame(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, select: dict[str, str]
+) -> None:
+    """Append ``frame``'s rows to ``table``, each column computed by its SQL expression in ``select`` (others null).
+
+    Through a relation rather than ``register()``: DuckDB keeps a registered Arrow table referenced until the
+    transaction commits, so in a file's single transaction every block's tables would pile up in memory. The SQL
+    text holds only the fixed expressions above and the table's own column names (from ``duckdb_columns()``).
+    """
+    columns = table_columns(con, table)
+    unknown = sorted(set(select) - set(columns))
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {', '.join(unknown)}")
+    projection = ", ".join(f"{select.get(c, 'null')} as {c}" for c in columns)
+    con.from_arrow(frame.to_arrow()).project(projection).insert_into(table)
+
+
 @dataclass
 class Written:
     requests: int = 0  # request rows stored
@@ -154,35 +190,10 @@ def write_trace_rows(
     else:
         totals = _totals(candidates)  # no flat steps: every step is nested in a request stored now
     new_requests = new_requests.update(totals, on="request_id", how="left")
-    con.register("_new_requests", new_requests.to_arrow())
-    con.register("_new_steps", candidates.to_arrow())
-    con.register("_touched_now", touched.to_arrow())
-    try:
-        con.execute(
-            f"""
-            insert into requests ({", ".join(_REQUEST_COLUMNS)})
-            select request_id, $source, make_timestamp(ts_us), deployment, target_model, draft_model, tau,
-                   coalesce(temperature, 0.0), coalesce(top_p, 1.0), task, acceptance, prompt, output,
-                   prompt_hash, output_hash, prompt_chars, output_chars, prompt_tokens, output_tokens,
-                   latency_ms, ttft_ms, batch_size, quality, shadow_match, verify_steps, drafted, accepted,
-                   draft_ms, verify_ms, extra, $file_id, line
-            from _new_requests
-            """,
-            {"source": source, "file_id": file_id},
-        )
-        con.execute(
-            f"""
-            insert into steps ({", ".join(_STEP_COLUMNS)})
-            select request_id, step, drafted, accepted, draft_ms, verify_ms, batch_size,
-                   case when ts_us is null then null else make_timestamp(ts_us) end,
-                   draft_token_ids, draft_probs, target_probs, extra
-            from _new_steps
-            """
-        )
-        con.execute("insert into _touched select request_id from _touched_now")
-    finally:
-        for name in ("_new_requests", "_new_steps", "_touched_now"):
-            con.unregister(name)
+    requests_out = new_requests.with_columns(pl.lit(source).alias("source"), pl.lit(file_id).alias("file_id"))
+    insert_frame(con, "requests", requests_out, _REQUEST_SQL)
+    insert_frame(con, "steps", candidates, _STEP_SQL)
+    insert_frame(con, "_touched", touched, {"request_id": "request_id"})
     flat_lines = int(steps["flat"].sum())
     flat_stored = int(candidates["flat"].sum())
     w.requests, w.steps = len(new_requests), len(candidates)

@@ -356,3 +356,35 @@ def test_python_api(db: Path) -> None:
         stats.lines
         == stats.stored_lines + stats.duplicates + stats.blank + stats.rejected + stats.other_lines
     )
+
+
+def test_insert_frame_maps_columns_and_lets_each_block_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a file is one transaction; DuckDB would keep every register()-ed block alive until commit (memory grows
+    # with the file), so blocks go in through a relation and nothing holds them once inserted
+    import gc
+    import weakref
+
+    import polars as pl
+    import pyarrow as pa
+
+    from specdiag.ingest_store import insert_frame
+
+    con = duckdb.connect()
+    con.execute("create temp table t (a integer, b varchar, c double)")
+    seen: list[weakref.ref[pa.Table]] = []
+    to_arrow = pl.DataFrame.to_arrow
+
+    def tracked(self: pl.DataFrame, *args: Any, **kwargs: Any) -> pa.Table:
+        table = to_arrow(self, *args, **kwargs)
+        seen.append(weakref.ref(table))
+        return table
+
+    monkeypatch.setattr(pl.DataFrame, "to_arrow", tracked)
+    con.execute("begin transaction")
+    insert_frame(con, "t", pl.DataFrame({"x": [1, 2], "b": ["p", "q"]}), {"a": "x * 10", "b": "b"})
+    gc.collect()
+    assert seen and all(ref() is None for ref in seen)
+    con.execute("commit")
+    assert con.execute("select * from t order by a").fetchall() == [(10, "p", None), (20, "q", None)]
+    with pytest.raises(ValueError, match="no column"):
+        insert_frame(con, "t", pl.DataFrame({"x": [1]}), {"nope": "x"})
