@@ -111,9 +111,8 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
         parents = [t for t in group if t.segment.dimension == "deployment"]
         children = [t for t in group if t.segment.dimension != "deployment" and material(t, sign)]
         parent_series = parents[0].series if parents else None
-        changes = [
-            t for t in group if t.p_value <= SPLIT_P
-        ]  # the changes binary segmentation split the series at
+        # the changes binary segmentation cut the series at
+        changes = [t for t in group if t.p_value <= SPLIT_P]
         explaining, proper = [], []
         for child in children:
             if parent_series is None:
@@ -138,7 +137,7 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             same = next((r for r in reported if near(r[0], child)), None)
             if same is None:
                 reported.append((child, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": []}))
-            elif child.segment.fields != same[0].segment.fields:
+            elif child.segment.fields not in [same[0].segment.fields, *same[1]["also_explained_by"]]:
                 same[1]["also_explained_by"].append(child.segment.fields)
         for parent in (t for t in parents if material(t, sign)):
             # accounted for: the deployment minus a reported child shows no move at the deployment's own split
@@ -150,13 +149,14 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             if not accounted:
                 reported.append((parent, {}))
         # a change diluted below significance in the parent that no single child explains (several children moved):
-        # report the children of the dimension with the strongest evidence
+        # report the children of the dimension with the strongest evidence, change by change
         left = [c for c in proper if not any(near(r[0], c) for r in reported)]
-        if left:
+        while left:
             top = max(left, key=lambda c: abs(c.acceptance.z))
             reported.extend(
                 (c, {}) for c in left if c.segment.dimension == top.segment.dimension and near(c, top)
             )
+            left = [c for c in left if not near(c, top)]
         chosen.extend(reported)
     return chosen
 
