@@ -30,6 +30,11 @@ from replay.timing import StageClock
 Generators = torch.Generator | list[torch.Generator | None] | None
 
 
+def _unseen(seq: list[int], drafted: list[int], held: int) -> list[int]:
+    """The tokens of seq + drafted past the first `held` (those a cache holding `held` tokens lacks)."""
+    return seq[held:] + drafted[max(0, held - len(seq)) :]
+
+
 def _draw(probs: torch.Tensor, rows: list[int], generators: Generators) -> list[int]:
     """One token per row of probs (R, V); rows[r] is the prompt index whose generator row r uses."""
     if isinstance(generators, list):
@@ -90,26 +95,26 @@ def speculative_generate_batch(
         drafted: list[list[int]] = [[] for _ in live]
         ids = torch.zeros((rows, width), dtype=torch.long, device=device)
         q_logits = torch.zeros((rows, width, vocab_size), device=device)
-        q = torch.zeros(
-            (rows, width, vocab_size), device=device
-        )  # q: exactly the distributions rows sampled from
+        q = torch.zeros((rows, width, vocab_size), device=device)  # q: exactly what each row sampled from
         with clock.measure("draft", batch_step):
             held = d_cache.lengths()
             for j in range(width):
                 # rows still drafting feed what their draft cache lacks; the others feed nothing (a hole)
-                chunks = [(seqs[i] + drafted[c])[held[c] :] if j < n[c] else [] for c, i in enumerate(live)]
+                chunks = [
+                    _unseen(seqs[i], drafted[c], held[c]) if j < n[c] else [] for c, i in enumerate(live)
+                ]
                 logits = d_cache.forward(draft, chunks, vocab_size)  # (R, W, V)
                 active = [c for c in range(rows) if j < n[c]]
-                last = logits[
-                    active, [len(chunks[c]) - 1 for c in active]
-                ]  # (A, V): each row's last real position
+                at = torch.tensor(active, device=device)
+                ends = torch.tensor([len(chunks[c]) - 1 for c in active], device=device)
+                last = logits[at, ends]  # (A, V): each drafting row's last real position
                 q_j = distribution(last, sampling)
                 tokens = _draw(q_j, [live[c] for c in active], generators)
                 for c, token in zip(active, tokens):
                     held[c] += len(chunks[c])
                     drafted[c].append(token)
-                ids[active, j] = torch.tensor(tokens, device=device)
-                q_logits[active, j], q[active, j] = last, q_j
+                ids[at, j] = torch.tensor(tokens, device=device)
+                q_logits[at, j], q[at, j] = last, q_j
         with clock.measure("verify", batch_step):
             # p: each row's target distributions at its n drafted positions and the bonus position, (R, n + 1, V)
             t_logits = t_cache.forward(
@@ -117,17 +122,19 @@ def speculative_generate_batch(
             )
             p = distribution(t_logits, sampling)
             groups = {size: [c for c in range(rows) if n[c] == size] for size in sorted(set(n))}
+            at_group = {size: torch.tensor(group, device=device) for size, group in groups.items()}
             accepted, next_token = [0] * rows, [0] * rows
             for size, group in groups.items():  # rows that drafted the same number of tokens verify together
-                k_g, t_g = _verify(rule, ids[group, :size], q[group, :size], p[group, : size + 1],
-                                   [live[c] for c in group], generators)  # fmt: skip
+                g = at_group[size]
+                k_g, t_g = _verify(rule, ids[g, :size], q[g, :size], p[g, : size + 1], [live[c] for c in group],
+                                   generators)  # fmt: skip
                 for c, k, t in zip(group, k_g, t_g):
                     accepted[c], next_token[c] = k, t
         for size, group in groups.items():
+            g = at_group[size]
             recorded = record_steps(
-                [len(steps[live[c]]) for c in group], ids[group, :size], [accepted[c] for c in group],
-                q_logits[group, :size], t_logits[group, : size + 1], q[group, :size], p[group, : size + 1],
-                sampling, rule,
+                [len(steps[live[c]]) for c in group], ids[g, :size], [accepted[c] for c in group],
+                q_logits[g, :size], t_logits[g, : size + 1], q[g, :size], p[g, : size + 1], sampling, rule,
             )  # fmt: skip
             for c, step in zip(group, recorded):
                 steps[live[c]].append(step)

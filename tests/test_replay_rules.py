@@ -7,6 +7,8 @@ must be distributed as p_j, the bonus position included. Negative controls (know
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,83 @@ def test_greedy_distribution_is_one_hot_argmax():
     x = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
     assert distribution(x, Sampling(0.0)).argmax(-1).tolist() == [1, 0]
     assert distribution(x, Sampling(0.0)).sum().item() == 2.0
+
+
+# --- The whole loop with a context-dependent stub model: a cache that is not rolled back changes the context -----
+
+
+class ParityLM(torch.nn.Module):
+    """A language model with a known distribution that depends on its whole context: the next token after `prev` is
+    drawn from table[s % 2, prev], s = the sum of the token ids it attends to (cache included). Tokens are kept in
+    the KV cache itself, so rolling the cache back (or not) is exactly what changes s."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.log_table = table.log().float()  # (2, V, V)
+        self.device = torch.device("cpu")
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, cache=None):
+        width = input_ids.shape[1]
+        as_kv = input_ids[:, None, :, None].float()  # (B, heads 1, W, 1)
+        held, _ = cache.update(as_kv, as_kv, 0)
+        tokens = held[:, 0, :, 0].long()  # (B, cached + W)
+        if attention_mask is not None:
+            tokens = tokens * attention_mask  # holes are not attended to
+        parity = tokens.cumsum(-1)[:, -width:] % 2  # each query attends to itself and everything before it
+        return SimpleNamespace(logits=self.log_table[parity, input_ids])
+
+
+STUB_V = 4
+_g = torch.Generator().manual_seed(0)
+STUB_P = torch.softmax(2 * torch.randn(2, STUB_V, STUB_V, generator=_g, dtype=torch.float64), -1)
+STUB_Q = torch.softmax(2 * torch.randn(1, STUB_V, STUB_V, generator=_g, dtype=torch.float64), -1).expand(
+    2, -1, -1
+)
+
+
+def context_pvalues(rows: int = 1500, new_tokens: int = 20) -> tuple[int, np.ndarray]:
+    """Run the real loop (replay.batch, one shared generator) for rows x new_tokens >= 30,000 emitted tokens; per
+    context state (parity, previous token), a chi-square test of the emitted token against the target's table."""
+    from replay.batch import speculative_generate_batch
+
+    prompts = [[i % STUB_V] for i in range(rows)]
+    with torch.inference_mode():
+        runs = speculative_generate_batch(
+            ParityLM(STUB_P), ParityLM(STUB_Q), prompts, tau=3, max_new_tokens=new_tokens, sampling=Sampling(1.0),
+            rule=Rule("rejection"), generators=torch.Generator().manual_seed(1), vocab_size=STUB_V,
+        )  # fmt: skip
+    counts = np.zeros((2, STUB_V, STUB_V))
+    for prompt, run in zip(prompts, runs):
+        seq = prompt + run.token_ids
+        for u in range(len(prompt), len(seq)):
+            counts[sum(seq[:u]) % 2, seq[u - 1], seq[u]] += 1
+    expected = (STUB_P / STUB_P.sum(-1, keepdim=True)).numpy() * counts.sum(-1, keepdims=True)
+    pvalues = stats.chisquare(counts.reshape(-1, STUB_V), expected.reshape(-1, STUB_V), axis=-1).pvalue
+    return int(counts.sum()), pvalues
+
+
+def test_the_loop_emits_the_targets_context_distribution():
+    draws, pvalues = context_pvalues()
+    assert draws >= N_DRAWS
+    assert adjusted(pvalues).min() > 0.01
+
+
+def test_negative_control_cache_not_rolled_back_fails(monkeypatch):
+    # the target's cache (created first) keeps rejected drafts: they stay in its context
+    from replay import batch
+
+    created = []
+
+    class StaleTarget(batch.RaggedCache):
+        def __init__(self, *args):
+            super().__init__(*args)
+            created.append(self)
+
+        def keep(self, lengths):
+            if self is not created[0]:
+                super().keep(lengths)
+
+    monkeypatch.setattr(batch, "RaggedCache", StaleTarget)
+    draws, pvalues = context_pvalues()
+    assert draws >= N_DRAWS
+    assert adjusted(pvalues).min() < 1e-6
