@@ -47,7 +47,7 @@ from specdiag.ingest_store import (
     write_trace_rows,
 )
 from specdiag.ingest_trace import BlockRows, Rejected, parse_block, read_whole
-from specdiag.store import connect, transaction
+from specdiag.store import connect, insert_frame, table_columns, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
@@ -247,36 +247,21 @@ def _ingest_engine(
         raise InputError(f"{stats.path}: the {name} parser accounted for {accounted} of {stats.lines} lines")
 
 
-def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [
-        r[0]
-        for r in con.execute(
-            "select column_name from duckdb_columns() where table_name = ?", [table]
-        ).fetchall()
-    ]
-
-
 def _insert_dicts(
     con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], file_id: str
 ) -> int:
     """Insert rows given as dicts of column values (columns not in the table are an error of the parser)."""
     if not rows:
         return 0
-    allowed = _table_columns(con, table)
+    allowed = table_columns(con, table)
     names = [c for c in allowed if c != "file_id" and any(c in r for r in rows)]
     unknown = sorted({k for r in rows for k in r} - set(allowed))
     if unknown:
         raise InputError(f"parser produced unknown {table} columns: {', '.join(unknown)}")
     frame = pl.DataFrame([{n: r.get(n) for n in names} for r in rows], infer_schema_length=None, strict=False)
-    con.register("_in_rows", frame.to_arrow())
-    try:
-        # table and column names come from the schema (duckdb_columns), never from user input
-        con.execute(
-            f"insert into {table} ({', '.join(names)}, file_id) select {', '.join(names)}, $file_id from _in_rows",
-            {"file_id": file_id},
-        )
-    finally:
-        con.unregister("_in_rows")
+    insert_frame(
+        con, table, frame.with_columns(pl.lit(file_id).alias("file_id")), {n: n for n in [*names, "file_id"]}
+    )
     return len(rows)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from specdiag.store import insert_frame
+
 REDACT_ENV = "SPECDIAG_REDACT_KEY"
 
 _REQUEST_COLUMNS = [
@@ -41,31 +43,6 @@ _REQUEST_SQL = {c: c for c in _REQUEST_COLUMNS} | {
 _STEP_SQL = {c: c for c in _STEP_COLUMNS} | {
     "ts": "case when ts_us is null then null else make_timestamp(ts_us) end"
 }
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """A table's columns in their stored order (temporary tables included)."""
-    rows = con.execute(
-        "select column_name from duckdb_columns() where table_name = ? order by column_index", [table]
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def insert_frame(
-    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, select: dict[str, str]
-) -> None:
-    """Append ``frame``'s rows to ``table``, each column computed by its SQL expression in ``select`` (others null).
-
-    Through a relation rather than ``register()``: DuckDB keeps a registered Arrow table referenced until the
-    transaction commits, so in a file's single transaction every block's tables would pile up in memory. The SQL
-    text holds only the fixed expressions above and the table's own column names (from ``duckdb_columns()``).
-    """
-    columns = table_columns(con, table)
-    unknown = sorted(set(select) - set(columns))
-    if unknown:
-        raise ValueError(f"{table} has no column(s) {', '.join(unknown)}")
-    projection = ", ".join(f"{select.get(c, 'null')} as {c}" for c in columns)
-    con.from_arrow(frame.to_arrow()).project(projection).insert_into(table)
 
 
 @dataclass

@@ -10,8 +10,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from specdiag.errors import StoreError
 
@@ -309,6 +313,34 @@ req as (
 )
 select * from req;
 """
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str | None]:
+    """A table's columns in their stored order, each with its default expression (temporary tables included)."""
+    rows = con.execute(
+        "select column_name, column_default from duckdb_columns() where table_name = ? order by column_index",
+        [table],
+    ).fetchall()
+    return {name: default for name, default in rows}
+
+
+def insert_frame(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, select: dict[str, str]
+) -> None:
+    """Append ``frame``'s rows to ``table``, each column computed by its SQL expression in ``select`` (the others
+    get their default, else null), as ``insert into table (...) select ...`` would.
+
+    Through a relation rather than ``register()``: DuckDB keeps a registered Arrow table referenced until the
+    transaction commits, so in a file's single transaction every block's tables would pile up in memory. The SQL
+    text holds only the caller's fixed expressions and the table's own column names and defaults (from
+    ``duckdb_columns()``).
+    """
+    columns = table_columns(con, table)
+    unknown = sorted(set(select) - set(columns))
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {', '.join(unknown)}")
+    projection = ", ".join(f"{select.get(c) or columns[c] or 'null'} as {c}" for c in columns)
+    con.from_arrow(frame.to_arrow()).project(projection).insert_into(table)
 
 
 def resolve_db(path: str | os.PathLike[str] | None) -> Path:

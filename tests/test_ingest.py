@@ -367,7 +367,7 @@ def test_insert_frame_maps_columns_and_lets_each_block_go(monkeypatch: pytest.Mo
     import polars as pl
     import pyarrow as pa
 
-    from specdiag.ingest_store import insert_frame
+    from specdiag.store import insert_frame
 
     con = duckdb.connect()
     con.execute("create temp table t (a integer, b varchar, c double)")

@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 
 from specdiag.formats._windows import SAMPLE_COLUMNS, WINDOW_COLUMNS, difference_pairs, series_key
+from specdiag.store import insert_frame, table_columns
 
 _SERIES = (
     "source = ? and deployment = ? and engine is not distinct from ? and instance is not distinct from ?"
@@ -49,12 +50,7 @@ def insert_rows(
     if table not in ("counter_samples", "windows"):
         raise ValueError(f"not a samples table: {table!r}")
     names = list(rows[0])
-    columns = {
-        r[0]
-        for r in con.execute(
-            "select column_name from duckdb_columns() where table_name = ?", [table]
-        ).fetchall()
-    }
+    columns = table_columns(con, table)
     unknown = [name for name in names if name not in columns]
     if unknown:  # identifiers: only the store's own columns of that table
         raise ValueError(f"unknown {table} columns: {unknown}")
@@ -62,11 +58,7 @@ def insert_rows(
     frame = pl.DataFrame(
         [[row[name] for name in names] for row in rows], schema=types, orient="row", strict=False
     )
-    con.register("_formats_rows", frame.to_arrow())
-    try:
-        con.execute(f"insert into {table} ({', '.join(names)}) select {', '.join(names)} from _formats_rows")
-    finally:
-        con.unregister("_formats_rows")
+    insert_frame(con, table, frame, {name: name for name in names})
 
 
 def write_samples(
