@@ -175,3 +175,24 @@ def test_finding_replays_the_prompts_flag_picks(run, pair_dirs, tmp_path):
 
     missing = run("replay", "--target", target, "--draft", draft, "--db", db, "--finding", 7)
     assert missing.exit_code != 0 and "finding 7" in missing.stderr
+
+
+def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp_path):
+    """--batch-size 3 runs the rows together; each row's output and counts are its batch-1 ones, keys identical."""
+    path = tmp_path / "three.jsonl"
+    records = [
+        {"prompt_id": "code", "prompt": "def add(a, b):\n    return"},
+        {"prompt_id": "one", "prompt_ids": [100]},
+        {"prompt_id": "prose", "prompt": "The quick brown fox jumps over the"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ("replay", "--target", pair_dirs[0], "--draft", pair_dirs[1], "--prompts", path, "--json",
+            "--max-new-tokens", 10, "--device", "cpu", "--tau", 3)  # fmt: skip
+    one, three = run(*args), run(*args, "--batch-size", 3)
+    assert one.exit_code == 0 and three.exit_code == 0, three.stderr
+    for a, b in zip(json.loads(one.stdout)["results"], json.loads(three.stdout)["results"], strict=True):
+        assert set(a) == set(b) == KEYS
+        for key in ("prompt_id", "output_token_ids", "output_text", "steps", "drafted", "accepted"):
+            assert a[key] == b[key], key
+        assert b["matches_target_only"] is True and b["draft_ms"] > 0 and b["target_only_ms"] > 0
+    assert run(*args, "--batch-size", 0).exit_code == 2

@@ -74,8 +74,8 @@ from specdiag.output import emit_json, message, out_console
     type=click.IntRange(1, None),
     default=1,
     show_default=True,
-    help="Prompts replayed together, each row keeping its own acceptance lengths and output (pays on a GPU; "
-    "CPU decoding of small models is fastest at 1).",
+    help="Prompts replayed together, each row keeping its own acceptance lengths and output "
+    "(pays most on a GPU).",
 )
 @click.option("--target-name", help="Name of the target in the store (as traces name it) [default: folder].")
 @click.option("--draft-name", help="Name of the draft in the store [default: folder].")
