@@ -300,6 +300,7 @@ def ingest_source(
     redact: bool = False,
     on_progress: Progress | None = None,
     on_format: Callable[[str, str], None] | None = None,
+    tz: str | None = None,
 ) -> FileStats:
     """One input, one transaction: rows, rejects and the ledger row commit together (or not at all)."""
     stream, counting = open_decompressed(source)
@@ -342,7 +343,7 @@ def ingest_source(
                 _ingest_trace(con, chained, stats, file_id, key)
             else:
                 ctx = formats.ParseContext(
-                    path=source.label, deployment=deployment, year=year, mtime=_mtime(source)
+                    path=source.label, deployment=deployment, year=year, mtime=_mtime(source), tz=tz
                 )
                 _ingest_engine(con, name, chained, stats, file_id, ctx, key)
             for t in truncated:  # the stream broke: one reject marks where
@@ -411,6 +412,20 @@ def _ledger_row(file_id: str, s: FileStats) -> dict[str, Any]:
     }
 
 
+def check_time_zone(tz: str | None) -> None:
+    """A usage error, before any file is read, for a zone name the tz database does not know."""
+    if tz is None:
+        return
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UsageError(
+            f"unknown time zone {tz!r}", hint="an IANA name such as Europe/Berlin or UTC"
+        ) from exc
+
+
 def _mtime(source: Source) -> datetime | None:
     if source.path == STDIN:
         return None
@@ -426,17 +441,22 @@ def ingest_paths(
     redact: bool = False,
     max_rejects: int | None = None,
     progress: bool = True,
+    tz: str | None = None,
 ) -> IngestStats:
-    """Ingest files, folders (recursively, sorted) and "-" (stdin) into the store at ``db``."""
+    """Ingest files, folders (recursively, sorted) and "-" (stdin) into the store at ``db``.
+
+    ``tz``: the IANA time zone engine logs printed their local times in (None: UTC); trace files carry their own.
+    """
     files = expand_paths([str(p) for p in paths])
     if fmt != "auto" and fmt not in known_formats():
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
+    check_time_zone(tz)
     con = connect(db)
     # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
     con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
     con.execute("set preserve_insertion_order = false")
     try:
-        return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress)
+        return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress, tz)
     finally:
         con.close()
 
@@ -450,6 +470,7 @@ def ingest_files(
     redact: bool = False,
     max_rejects: int | None = None,
     progress: bool = True,
+    tz: str | None = None,
 ) -> IngestStats:
     """Like ``ingest_paths`` on an open connection (expanded file list, no folders)."""
     from specdiag.ingest_progress import ProgressDisplay
@@ -461,7 +482,7 @@ def ingest_files(
             source = Source(path, size)
             display.start(source)
             f = ingest_source(
-                con, source, fmt, deployment, year, redact, display.advance, display.chose_format
+                con, source, fmt, deployment, year, redact, display.advance, display.chose_format, tz
             )
             display.finish(f)
             stats.add(f)

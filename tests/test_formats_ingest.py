@@ -125,3 +125,19 @@ def test_simulated_engine_output_ingests_without_rejects(fmt: str, tmp_path: Pat
     assert stats.rejected == 0
     assert stats.windows > 0
     assert stats.lines == stats.stored_lines + stats.blank + stats.other_lines + stats.duplicates
+
+
+def test_log_tz_option_converts_engine_log_times_to_utc(run, db: Path, tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "INFO 12-31 23:59:50 [metrics.py:96] SpecDecoding metrics: Draft acceptance rate: 50.0%,"
+        " Accepted: 5 tokens, Drafted: 10 tokens\n"
+    )
+    result = run("ingest", log, "--db", db, "--year", "2025", "--log-tz", "Europe/Berlin", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        # Berlin is UTC+1 in winter: 23:59:50 local is 22:59:50 UTC
+        assert con.execute("select max(end_ts) from windows").fetchone() == (datetime(2025, 12, 31, 22, 59, 50),)
+    bad = run("ingest", log, "--db", tmp_path / "other.duckdb", "--log-tz", "Mars/Olympus")
+    assert bad.exit_code == 2
+    assert "unknown time zone 'Mars/Olympus'" in bad.stderr and "Traceback" not in bad.stderr

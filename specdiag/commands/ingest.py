@@ -37,6 +37,13 @@ JSON_KEYS = (
     "--year", type=click.IntRange(1970, 9999), default=None, help="Year for log times printed without one."
 )
 @click.option(
+    "--log-tz",
+    "tz",
+    metavar="ZONE",
+    default=None,
+    help="IANA time zone engine logs printed their local times in (default UTC), e.g. Europe/Berlin.",
+)
+@click.option(
     "--redact", is_flag=True, help="Store a keyed hash and the length instead of prompt/output text."
 )
 @click.option(
@@ -53,6 +60,7 @@ def ingest(
     fmt: str,
     deployment: str | None,
     year: int | None,
+    tz: str | None,
     redact: bool,
     max_rejects: int | None,
     no_progress: bool,
@@ -71,6 +79,7 @@ def ingest(
         deployment=deployment,
         year=year,
         redact=redact,
+        tz=tz,
         max_rejects=None,
         progress=not no_progress,
     )
