@@ -124,6 +124,53 @@ def _has_non_object_line(data: bytes, starts: np.ndarray | None = None) -> bool:
 _INDENT = np.frombuffer(b" \t\r", dtype=np.uint8)
 
 
+def _parse(data: bytes, schema: pa.Schema) -> pa.Table | None:
+    try:
+        return pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
+            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _as_text(t: pa.DataType) -> pa.DataType:
+    """``t`` with every timestamp inside it read as text instead (lists and structs followed)."""
+    if pa.types.is_timestamp(t):
+        return pa.string()
+    if pa.types.is_list(t):
+        return pa.list_(_as_text(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _as_text(f.type)) for f in t])
+    return t
+
+
+def _keep_text(declared: pa.Schema, parsed: pa.Schema) -> pa.Schema | None:
+    """The declared schema plus, as text, every undeclared field the reader took for a timestamp; None if none.
+
+    pyarrow infers a timestamp from strings such as "2025-03-01", and the value would reach ``extra`` as
+    "2025-03-01 00:00:00": fields outside the format are kept verbatim, so such a block is read again with them
+    declared as the text they are (at top level and inside the step objects).
+    """
+    fields, changed = list(declared), False
+    for f in parsed:
+        if f.name not in declared.names and _as_text(f.type) != f.type:
+            fields.append(pa.field(f.name, _as_text(f.type)))
+            changed = True
+    step_type = declared.field("steps").type.value_type
+    parsed_steps = parsed.field("steps").type
+    if pa.types.is_list(parsed_steps) and pa.types.is_struct(parsed_steps.value_type):
+        children = list(step_type)
+        for f in parsed_steps.value_type:
+            if step_type.get_field_index(f.name) < 0 and _as_text(f.type) != f.type:
+                children.append(pa.field(f.name, _as_text(f.type)))
+                changed = True
+        index = [f.name for f in fields].index("steps")
+        fields[index] = pa.field("steps", pa.list_(pa.struct(children)))
+    return pa.schema(fields) if changed else None
+
+
 def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | None:
     """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
 
@@ -132,14 +179,14 @@ def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | Non
     if _has_non_object_line(data, starts):
         return None
     for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
-        try:
-            table = pj.read_json(
-                io.BytesIO(data),
-                read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
-                parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        table = _parse(data, schema)
+        if table is None:
             continue
+        text_schema = _keep_text(schema, table.schema)
+        if text_schema is not None:
+            table = _parse(data, text_schema)
+            if table is None:
+                continue
         _last_schema[0] = schema
         return table
     return None

@@ -278,6 +278,20 @@ def test_folder_recursive(run: Any, db: Path, tmp_path: Path) -> None:
     ]
 
 
+def test_extra_fields_that_look_like_dates_stay_text(run: Any, db: Path, tmp_path: Path) -> None:
+    # the fast reader infers timestamps from such strings; fields outside the format must come back as written
+    dates = {
+        "day": "2025-03-01",
+        "when": "2025-03-01 12:00:00",
+        "meta": {"d": "2025-03-02", "l": ["2025-03-03"]},
+    }
+    step = {"step": 0, "drafted": 2, "accepted": 1, "seen": "2025-03-04"}
+    f = write_lines(tmp_path / "t.jsonl", [request(f"r{i}", steps=[step], **dates) for i in range(3)])
+    ingest_json(run, f, "--db", db)
+    assert [json.loads(e) for (e,) in query(db, "select extra from requests")] == [dates] * 3
+    assert [json.loads(e) for (e,) in query(db, "select extra from steps")] == [{"seen": "2025-03-04"}] * 3
+
+
 def test_extra_fields_kept(run: Any, db: Path, tmp_path: Path) -> None:
     f = write_lines(
         tmp_path / "t.jsonl",
