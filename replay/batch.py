@@ -38,8 +38,10 @@ def _unseen(seq: list[int], drafted: list[int], held: int) -> list[int]:
 def _draw(probs: torch.Tensor, rows: list[int], generators: Generators) -> list[int]:
     """One token per row of probs (R, V); rows[r] is the prompt index whose generator row r uses."""
     if isinstance(generators, list):
-        return [int(sample(probs[r], generators[i])) for r, i in enumerate(rows)]
-    return [int(t) for t in sample(probs, generators).tolist()]
+        drawn = torch.stack([sample(probs[r], generators[i]) for r, i in enumerate(rows)])
+    else:
+        drawn = sample(probs, generators)
+    return [int(t) for t in drawn.tolist()]  # one device sync for the whole batch
 
 
 def _verify(
@@ -56,8 +58,9 @@ def _verify(
             verify(rule, drafted[r : r + 1], q[r : r + 1], p[r : r + 1], generators[i])
             for r, i in enumerate(rows)
         ]
-        return [int(k) for k, _ in pairs], [int(t) for _, t in pairs]
-    k, t = verify(rule, drafted, q, p, generators)
+        k, t = torch.cat([k for k, _ in pairs]), torch.cat([t for _, t in pairs])
+    else:
+        k, t = verify(rule, drafted, q, p, generators)
     return k.tolist(), t.tolist()
 
 

@@ -7,6 +7,7 @@ holes; rejected drafts exercise the rollback holes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -48,7 +49,11 @@ def perturbed(target: LlamaForCausalLM) -> LlamaForCausalLM:
     return draft
 
 
-PAIR_SDPA = (tiny(0), perturbed(tiny(0)))  # for the property test (hypothesis takes no parametrized fixture)
+@functools.cache
+def sdpa_pair() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
+    """The pair outside fixtures, for the property test (hypothesis takes no parametrized fixture)."""
+    target = tiny(0)
+    return target, perturbed(target)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -161,7 +166,7 @@ def test_target_alone_batched_equals_batch_1(pair, sampling):
 )
 def test_any_batch_of_prompts_reproduces_batch_1(prompts, tau, max_new, sampled):
     """Random prompt lengths, tau and lengths: random accept patterns, every row equal to its batch-1 run."""
-    models = PAIR_SDPA
+    models = sdpa_pair()
     kw = {"tau": tau, "max_new_tokens": max_new}
     if sampled:
         kw.update(sampling=Sampling(1.0), rule=Rule("rejection"))
@@ -218,7 +223,7 @@ def test_batched_stage_time_is_shared_equally_by_its_rows(pair, monkeypatch):
 def test_replay_prompts_batch_size_gives_the_batch_1_results():
     from replay.api import PUBLIC_KEYS, replay_prompts
 
-    target, draft = PAIR_SDPA
+    target, draft = sdpa_pair()
     models = Pair(target, draft, None, "t", "d", "cpu", "float32", VOCAB, None, None)
     records = [
         {"prompt_id": "a", "prompt_ids": PROMPTS[0]},
