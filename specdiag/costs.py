@@ -6,8 +6,10 @@ Least squares over every timed step, tau = 0 control traffic included (drafted =
 the floor). Draft time is per drafted token: sum(draft_ms) / sum(drafted). When replay has stored measured forward
 passes (``cost_profiles``) for the deployment's target/draft pair, those are preferred: they are clean measurements.
 
-The regression runs in DuckDB (``regr_slope``/``regr_intercept`` in ``queries/recommend_costs.sql``): only one row
-per deployment comes back to Python.
+The same regression has two entry points. ``fitted_costs`` runs it in DuckDB (``queries/recommend_costs.sql``, one
+row per deployment back to Python) for callers that need only the fit (explain). ``fit_from_sums`` runs it in numpy
+on per-request sufficient statistics (``COST_SUMS``): recommend sums them with bootstrap weights, so that each
+replicate refits the costs from its own resampled requests (a matrix product, never the steps again).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from specdiag.queries import find_query
 from specdiag.speedup import CostModel
@@ -71,6 +74,81 @@ def _model(floor: float | None, compute: float | None, mean_y: float, draft: flo
     return CostModel(float(floor), float(compute), float(draft)), True
 
 
+# Per-request sufficient statistics of the cost regression, with x = (drafted + 1) * B tokens in flight and y = verify
+# ms over the request's timed steps: n = steps, sx = sum x, sxx = sum x^2, sxy = sum x*y, sy = sum y, syy = sum y^2;
+# then the draft sums over its speculative timed steps: draft_ms (ms), drafted_timed (tokens whose draft time is
+# logged), spec_steps and spec_batch = sum B (for the mean batch size of speculative steps).
+COST_SUMS = ("n", "sx", "sxx", "sxy", "sy", "syy", "draft_ms", "drafted_timed", "spec_steps", "spec_batch")
+
+
+@dataclass(frozen=True)
+class CostArrays:
+    """Cost models fitted from rows of summed statistics: every field is an (n,) array, NaN where not fitted."""
+
+    floor_ms: np.ndarray
+    compute_ms: np.ndarray
+    draft_ms_per_token: np.ndarray
+    batch_mean: np.ndarray
+    identified: np.ndarray  # bool: more than one tokens-in-flight value, so floor and compute are separable
+    n_steps: np.ndarray
+    r2: np.ndarray
+
+
+def fit_from_sums(sums: np.ndarray) -> CostArrays:
+    """Least squares t_verify = floor_ms + compute_ms * x from summed statistics, one fit per row.
+
+    sums: (n, len(COST_SUMS)), e.g. bootstrap weights (n, requests) @ per-request sums (requests, len(COST_SUMS)).
+    compute = cov(x, y) / var(x), floor = mean(y) - compute * mean(x). The rules of ``_model`` apply row by row:
+    a single x (var(x) = 0 up to rounding) or a negative slope or floor gives a flat verify cost mean(y).
+    Draft ms per token = sum draft_ms / sum drafted_timed; batch_mean = mean B of speculative steps (1 without any).
+    """
+    sums = np.atleast_2d(np.asarray(sums, dtype=float))
+    n, sx, sxx, sxy, sy, syy, draft_ms, drafted, spec_steps, spec_batch = sums.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_mean, y_mean = sx / n, sy / n
+        var_x = sxx / n - x_mean * x_mean
+        var_y = syy / n - y_mean * y_mean
+        cov = sxy / n - x_mean * y_mean
+        identified = (
+            var_x > 1e-9 * x_mean * x_mean
+        )  # relative: E[x^2] - E[x]^2 of equal x rounds to ~1e-16 E[x]^2
+        compute = cov / var_x
+        floor = y_mean - compute * x_mean
+        sloped = identified & (compute >= 0) & (floor > 0)
+        r2 = np.where(identified & (var_y > 0), cov * cov / (var_x * var_y), np.nan)
+        draft = np.where(drafted > 0, draft_ms / drafted, np.nan)
+        batch = np.where(spec_steps > 0, spec_batch / spec_steps, 1.0)
+    return CostArrays(
+        floor_ms=np.where(sloped, floor, y_mean),
+        compute_ms=np.where(sloped, compute, 0.0),
+        draft_ms_per_token=draft,
+        batch_mean=batch,
+        identified=identified,
+        n_steps=n,
+        r2=r2,
+    )
+
+
+def fit_from_unit_sums(
+    sums: np.ndarray, draft_ms_by_model: dict[str | None, float] | None = None
+) -> CostFit | None:
+    """The point fit (every request weighted once) from per-request sums (requests, len(COST_SUMS)); None without
+    draft and verify timings, like ``fitted_costs``."""
+    fit = fit_from_sums(np.asarray(sums, dtype=float).sum(axis=0))
+    if not (fit.n_steps[0] > 0 and np.isfinite(fit.draft_ms_per_token[0])):
+        return None
+    r2 = float(fit.r2[0])
+    return CostFit(
+        model=CostModel(float(fit.floor_ms[0]), float(fit.compute_ms[0]), float(fit.draft_ms_per_token[0])),
+        source="fitted",
+        n_steps=int(fit.n_steps[0]),
+        identified=bool(fit.identified[0]),
+        batch_mean=float(fit.batch_mean[0]),
+        r2=r2 if np.isfinite(r2) else None,
+        draft_ms_by_model=dict(draft_ms_by_model or {}),
+    )
+
+
 def fitted_costs(con: duckdb.DuckDBPyConnection) -> dict[str, CostFit]:
     """Per deployment: the cost model fitted from timed steps (deployments without draft timings are left out)."""
     out: dict[str, CostFit] = {}
@@ -123,9 +201,12 @@ def deployment_pairs(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | No
     return {r["deployment"]: (r["target"], r["draft"]) for r in _rows(con, sql)}
 
 
-def all_cost_fits(con: duckdb.DuckDBPyConnection) -> dict[str, CostFit]:
-    """Per deployment, the best available cost fit: replay's profile of its model pair, else the step fit."""
-    fitted = fitted_costs(con)
+def all_cost_fits(
+    con: duckdb.DuckDBPyConnection, fitted: dict[str, CostFit] | None = None
+) -> dict[str, CostFit]:
+    """Per deployment, the best available cost fit: replay's profile of its model pair, else the step fit
+    (``fitted``, when the caller already has it, else ``fitted_costs``)."""
+    fitted = fitted_costs(con) if fitted is None else fitted
     profiles = profiled_costs(con)
     out = dict(fitted)
     if profiles:

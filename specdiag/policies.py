@@ -7,11 +7,13 @@ P(k) = prod_{i<=k} alpha_i, so a step drafting tau tokens yields 1 + sum_{k<=tau
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
 
 import duckdb
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from specdiag.queries import find_query
 from specdiag.speedup import CostModel
@@ -19,6 +21,18 @@ from specdiag.speedup import CostModel
 DRAFT_COST_FLAG = 0.5  # cost_ratio at or above which a "draft" is not much cheaper than the target
 POLICY_UNITS = 20_000  # requests sampled for policy evaluation (per deployment and segment)
 PRIOR_STEPS = 5.0  # pseudo-steps of the pooled acceptance added to each request's own counts (shrinkage)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # finds the loaded BLAS libraries once per process
+
+
+def one_blas_thread() -> Any:
+    """Context: BLAS on one thread. The products and solves here are thin (replicates or requests x a few columns):
+    one thread is fastest, and OpenBLAS's threads spin against each other on a busy machine (the request bootstrap
+    ran 10x slower on the shared 2-core development machine under load)."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 def shrunk_acceptance(
@@ -62,8 +76,9 @@ def heuristic_stationary(cond: np.ndarray, max_tau: int) -> np.ndarray:
     rows = np.arange(units)[:, None]
     idx = np.arange(s)[None, :]
     trans = np.zeros((units, s, s))
-    np.add.at(trans, (rows, idx, np.minimum(idx + 2, s - 1)), full)
-    np.add.at(trans, (rows, idx, np.maximum(idx - 1, 0)), 1.0 - full)
+    # each (request, tau) has one "up" and one "down" target, so plain fancy-index additions never collide
+    trans[rows, idx, np.minimum(idx + 2, s - 1)] += full
+    trans[rows, idx, np.maximum(idx - 1, 0)] += 1.0 - full
     system = np.transpose(trans, (0, 2, 1)) - np.eye(s)[None]
     system[:, -1, :] = 1.0  # replace one balance equation by sum(pi) = 1
     rhs = np.zeros((units, s, 1))
@@ -75,7 +90,8 @@ def heuristic_speedup(
     cond: np.ndarray, weights: np.ndarray, cost: CostModel, batch_size: float, max_tau: int
 ) -> tuple[float, float]:
     """(fleet speedup, mean tau) of the +2/-1 schedule: renewal reward, E[tokens] / E[step ms] under pi."""
-    pi = heuristic_stationary(cond, max_tau)
+    with one_blas_thread():  # many 16 x 16 solves: threads only contend
+        pi = heuristic_stationary(cond, max_tau)
     tokens = (pi * _tokens(cond)[:, 1:]).sum(axis=1)
     step = (pi * _step_ms(cost, batch_size, max_tau)[None, 1:]).sum(axis=1)
     t1 = float(cost.target_ms(1, batch_size))

@@ -8,14 +8,17 @@ with E[tokens | tau] = 1 + sum_{k<=tau} prod_{i<=k} alpha_i from the censored pe
 (:mod:`specdiag.acceptance`) and t from the fitted or profiled cost model (:mod:`specdiag.costs`). Both times are
 linear in B, so the speedup of a mix of batch sizes equals the speedup at the step-weighted mean batch size.
 
-Confidence intervals resample requests (the unit whose steps are correlated): each bootstrap replicate reweights
-the per-request position counts with multinomial counts and recomputes the estimator and the whole curve. The cost
-model is held fixed: the intervals cover acceptance uncertainty only.
+Confidence intervals resample a deployment's requests (the unit whose steps are correlated): each bootstrap
+replicate draws multinomial weights over them and, from the same weights, recomputes each segment's per-position
+counts, the estimator and, for costs fitted from steps, the cost fit (weighted per-request sufficient statistics,
+:func:`specdiag.costs.fit_from_sums`), then the whole curve. Replay's measured profiles and a given --cost are held
+fixed: those intervals cover acceptance uncertainty only (``ci_covers`` says which).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -23,7 +26,7 @@ import numpy as np
 
 from specdiag import policies
 from specdiag.acceptance import conditional_acceptance, counts_by_unit, hazard_matrix
-from specdiag.costs import CostFit, all_cost_fits
+from specdiag.costs import COST_SUMS, CostFit, all_cost_fits, fit_from_sums, fit_from_unit_sums
 from specdiag.errors import UsageError
 from specdiag.queries import find_query
 from specdiag.speedup import MAX_TAU, CostModel, alpha_from_mal, best_tau, expected_tokens, speedup_curve
@@ -73,52 +76,184 @@ def _check_by(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(by))
 
 
-def _unit_counts(
-    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
-) -> dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]]:
-    """(deployment, *segment) -> (at_risk, accepted), each (units, max_pos): position counts per request.
+@dataclass(frozen=True)
+class GroupUnits:
+    """The resampling units of one (deployment, *segment) group with speculative steps."""
 
-    DuckDB reduces the steps to an acceptance histogram per request (``queries/recommend_positions.sql``) in a
-    temporary table; only integer columns cross into numpy (no per-row strings), the segment keys come back once
-    per group, and numpy expands the histogram into per-position counts.
+    idx: np.ndarray  # (g,) positions of its units among the deployment's units
+    at_risk: np.ndarray  # (g, max_tau) steps that tried each draft position
+    accepted: np.ndarray  # (g, max_tau) steps that accepted it
+
+
+@dataclass(frozen=True)
+class CostUnits:
+    """Per-request sufficient statistics of one deployment's cost fit (requests with timed steps)."""
+
+    idx: np.ndarray  # (m,) positions of these requests among the deployment's units
+    sums: np.ndarray  # (m, len(COST_SUMS)), see specdiag.costs.COST_SUMS
+    draft_model: np.ndarray | None = None  # (m,) draft model of each request, when drafts are segments
+
+
+@dataclass
+class DeploymentUnits:
+    """Every resampling unit of one deployment: requests (speculative or tau = 0 control) and engine windows."""
+
+    n_units: int = 0
+    groups: dict[tuple[Any, ...], GroupUnits] = field(default_factory=dict)
+    costs: CostUnits | None = None
+
+
+def _load_units(
+    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
+) -> tuple[dict[str, DeploymentUnits], dict[str, list[tuple[int, int]]]]:
+    """Per deployment: its groups' per-unit position counts and its requests' cost sums; and its batch sizes.
+
+    DuckDB scans the steps once (``queries/recommend_histogram.sql``) into a temporary table of a few rows per
+    request; acceptance counts, cost sums and batch sizes are three small aggregates of that table. Only numeric
+    columns per unit cross into numpy; segment keys come back once per group.
     """
-    query = find_query("recommend_positions")
+    con.execute(
+        f"create or replace temp table recommend_histogram as {find_query('recommend_histogram').sql}"
+    )
+    try:
+        acceptance = _acceptance_units(con, by, max_pos)
+        costs = _cost_units(con, with_draft_model="draft_model" in by)
+        sql = """
+            select deployment, batch_size, sum(steps) as steps from recommend_histogram
+            where drafted > 0 and batch_size is not null group by all order by all
+        """
+        batches: dict[str, list[tuple[int, int]]] = {}
+        for dep, batch, steps in con.execute(sql).fetchall():
+            batches.setdefault(dep, []).append((int(batch), int(steps)))
+    finally:
+        con.execute("drop table if exists recommend_histogram")
+    out: dict[str, DeploymentUnits] = {}
+    for dep in sorted({k[0] for k in acceptance} | set(costs)):
+        unit_keys = [acceptance[k][0] for k in acceptance if k[0] == dep]
+        cost = costs.get(dep)
+        if cost is not None:
+            unit_keys.append(cost[0])
+        keys = np.unique(np.concatenate(unit_keys))  # the deployment's units, sorted
+        dep_units = DeploymentUnits(n_units=keys.size)
+        for key, (g_keys, at_risk, accepted) in acceptance.items():
+            if key[0] == dep:
+                dep_units.groups[key] = GroupUnits(np.searchsorted(keys, g_keys), at_risk, accepted)
+        if cost is not None:
+            dep_units.costs = CostUnits(np.searchsorted(keys, cost[0]), cost[1], cost[2])
+        out[dep] = dep_units
+    return out, batches
+
+
+def _acceptance_units(
+    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
+) -> dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(deployment, *segment) -> (unit keys, at_risk, accepted), counts (units, max_pos) from the histogram."""
     keys = ["u.deployment", *(f"r.{c}" for c in by)]  # c is from SEGMENT_COLUMNS
     names = ["deployment", *by]
-    join = "join requests as r on r.rowid = u.unit_key" if by else ""
+    join = "join requests as r on r.rowid = u.unit_key" if by else ""  # windows carry no segment columns
     con.execute(
         f"""
         create or replace temp table recommend_units as
-        with u as ({query.sql})
-        select dense_rank() over (order by {", ".join(keys)}) - 1 as grp,
-               {", ".join(f"{k} as {n}" for k, n in zip(keys, names))},
-               u.unit_key, u.drafted, u.accepted, u.steps
+        with u as (
+            select unit_key, deployment, drafted, accepted, sum(steps) as steps
+            from recommend_histogram where drafted > 0 group by all
+        )
+        select {", ".join(f"{k} as {n}" for k, n in zip(keys, names))}, u.unit_key, u.drafted, u.accepted, u.steps
         from u {join}
         """
     )
+    # groups are numbered in a small table and joined back (cheaper than a window over every unit's row)
+    match = " and ".join(f"g.{n} is not distinct from u.{n}" for n in names)
     try:
-        groups = con.execute(
-            f"select distinct grp, {', '.join(names)} from recommend_units order by grp"
-        ).fetchall()
+        con.execute(
+            f"""
+            create or replace temp table recommend_groups as
+            select row_number() over (order by {", ".join(names)}) - 1 as grp, *
+            from (select distinct {", ".join(names)} from recommend_units)
+            """
+        )
+        groups = con.execute(f"select grp, {', '.join(names)} from recommend_groups order by grp").fetchall()
         cols = con.execute(
-            "select grp, unit_key, drafted, accepted, steps from recommend_units order by grp"
+            f"""
+            select g.grp, u.unit_key, u.drafted, u.accepted, u.steps
+            from recommend_units as u join recommend_groups as g on {match}
+            order by g.grp, u.unit_key
+            """
         ).fetchnumpy()
     finally:
         con.execute("drop table if exists recommend_units")
-    out: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        con.execute("drop table if exists recommend_groups")
+    out = {}
     grp = np.asarray(cols["grp"], dtype=np.int64)
     starts = np.searchsorted(grp, np.arange(len(groups)), side="left")
     ends = np.searchsorted(grp, np.arange(len(groups)), side="right")
     for (_, *key), lo, hi in zip(groups, starts, ends):
-        _, unit = np.unique(np.asarray(cols["unit_key"][lo:hi], dtype=np.int64), return_inverse=True)
-        out[tuple(key)] = counts_by_unit(
+        unit_keys, unit = np.unique(np.asarray(cols["unit_key"][lo:hi], dtype=np.int64), return_inverse=True)
+        at_risk, accepted = counts_by_unit(
             unit,
             np.asarray(cols["drafted"][lo:hi], dtype=np.int64),
             np.asarray(cols["accepted"][lo:hi], dtype=np.int64),
             np.asarray(cols["steps"][lo:hi], dtype=float),
-            int(unit.max()) + 1,
+            unit_keys.size,
             max_pos,
         )
+        out[tuple(key)] = (unit_keys, at_risk, accepted)
+    return out
+
+
+def _cost_units(
+    con: duckdb.DuckDBPyConnection, with_draft_model: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """deployment -> (request keys, sums (requests, len(COST_SUMS)), draft models or None), timed requests only.
+
+    x = (drafted + 1) * B is constant within a histogram row, so sum x = steps * x, sum x*y = x * sum y, etc.
+    """
+    draft = "any_value(r.draft_model)" if with_draft_model else "null"  # fixed text, no user input
+    sql = f"""
+        with h as (
+            select *, cast(coalesce(batch_size, 1) as double) as b,
+                   (drafted + 1) * cast(coalesce(batch_size, 1) as double) as x
+            from recommend_histogram where timed_steps > 0
+        )
+        select h.deployment, h.unit_key, {draft} as draft_model,
+               sum(h.timed_steps) as n,
+               sum(h.timed_steps * h.x) as sx,
+               sum(h.timed_steps * h.x * h.x) as sxx,
+               sum(h.x * h.verify_ms) as sxy,
+               sum(h.verify_ms) as sy,
+               sum(h.verify_ms_sq) as syy,
+               coalesce(sum(h.draft_ms) filter (where h.drafted > 0), 0) as draft_ms,
+               coalesce(sum(h.drafted_timed) filter (where h.drafted > 0), 0) as drafted_timed,
+               coalesce(sum(h.timed_steps) filter (where h.drafted > 0), 0) as spec_steps,
+               coalesce(sum(h.timed_steps * h.b) filter (where h.drafted > 0), 0) as spec_batch
+        from h {"join requests as r on r.rowid = h.unit_key" if with_draft_model else ""}
+        group by h.deployment, h.unit_key
+        order by h.deployment, h.unit_key
+    """
+    cols = con.execute(sql).fetchnumpy()
+    deps = np.asarray(cols["deployment"], dtype=object)
+    if deps.size == 0:
+        return {}
+    sums = np.column_stack([np.asarray(cols[c], dtype=float) for c in COST_SUMS])
+    keys = np.asarray(cols["unit_key"], dtype=np.int64)
+    cuts = np.flatnonzero(deps[1:] != deps[:-1]) + 1
+    out = {}
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [deps.size]])):
+        models = np.asarray(cols["draft_model"][lo:hi], dtype=object) if with_draft_model else None
+        out[str(deps[lo])] = (keys[lo:hi], sums[lo:hi], models)
+    return out
+
+
+def _draft_costs(cost: CostUnits) -> dict[str | None, float]:
+    """draft_model -> ms per drafted token over the deployment's requests with that draft (when drafts are segments)."""
+    if cost.draft_model is None:
+        return {}
+    out = {}
+    for model in dict.fromkeys(cost.draft_model.tolist()):
+        rows = cost.sums[cost.draft_model == model]
+        tokens = rows[:, COST_SUMS.index("drafted_timed")].sum()
+        if tokens > 0:
+            out[model] = float(rows[:, COST_SUMS.index("draft_ms")].sum() / tokens)
     return out
 
 
@@ -134,43 +269,109 @@ def _current_tau(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tu
     return out
 
 
-def _batch_sizes(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[int, int]]]:
-    out: dict[str, list[tuple[int, int]]] = {}
-    for dep, batch, steps in con.execute(find_query("recommend_batches").sql).fetchall():
-        out.setdefault(dep, []).append((int(batch), int(steps)))
+def resample_weights(rng: np.random.Generator, units: int, size: int) -> np.ndarray:
+    """(size, units) bootstrap weights: how often each unit is drawn when ``units`` units are resampled with
+    replacement, i.e. multinomial(units, 1 / units) counts, drawn as uniform indices and counted (several times
+    faster than ``Generator.multinomial``, which draws one binomial per unit)."""
+    out = np.empty((size, units))
+    for row in out:
+        row[:] = np.bincount(rng.integers(0, units, units), minlength=units)
     return out
 
 
-def curve_speedups(cond: np.ndarray, cost: CostModel, batch_size: float, max_tau: int) -> np.ndarray:
-    """Vectorised speedup curve: cond (n, >= max_tau) conditional acceptance -> (n, max_tau + 1) speedups."""
+def _curves(
+    cond: np.ndarray,
+    floor_ms: np.ndarray | float,
+    compute_ms: np.ndarray | float,
+    draft_ms: np.ndarray | float,
+    batch_size: np.ndarray | float,
+    max_tau: int,
+) -> np.ndarray:
+    """(n, max_tau + 1) speedups from conditional acceptance (n, >= max_tau) and costs, scalars or (n,) arrays:
+    E(tau) * t(1, B) / (tau * t_draft + t(tau + 1, B)), t(k, B) = floor_ms + compute_ms * k * B (ms)."""
     cond = np.atleast_2d(cond)[:, :max_tau]
     tokens = np.concatenate(
         [np.ones((cond.shape[0], 1)), 1.0 + np.cumsum(np.cumprod(cond, axis=1), axis=1)], axis=1
     )
-    taus = np.arange(max_tau + 1)
-    step_ms = taus * cost.draft_ms_per_token + cost.target_ms(taus + 1, batch_size)
-    return tokens * float(cost.target_ms(1, batch_size)) / step_ms
+    f, c, d, b = (
+        np.reshape(np.asarray(v, dtype=float), (-1, 1)) for v in (floor_ms, compute_ms, draft_ms, batch_size)
+    )
+    taus = np.arange(max_tau + 1)[None, :]
+    return tokens * (f + c * b) / (taus * d + f + c * (taus + 1) * b)
 
 
-def bootstrap_curves(
-    at_risk: np.ndarray,
-    accepted: np.ndarray,
-    cost: CostModel,
-    batch_size: float,
+def curve_speedups(cond: np.ndarray, cost: CostModel, batch_size: float, max_tau: int) -> np.ndarray:
+    """Vectorised speedup curve: cond (n, >= max_tau) conditional acceptance -> (n, max_tau + 1) speedups."""
+    return _curves(cond, cost.floor_ms, cost.compute_ms, cost.draft_ms_per_token, batch_size, max_tau)
+
+
+@dataclass(frozen=True)
+class GroupCost:
+    """The costs a group's curve uses: the point (or fixed) model and batch size, and which draft model's cost."""
+
+    model: CostModel
+    batch_size: float
+    draft_model: Any = None  # with drafts as segments: this group's draft model
+    by_draft: bool = False  # use the replicate's draft cost of draft_model instead of the pooled one
+
+
+def bootstrap_deployment(
+    units: DeploymentUnits,
+    keys: Sequence[tuple[Any, ...]],
+    costs: dict[tuple[Any, ...], GroupCost],
+    refit: bool,
     max_tau: int,
     n_boot: int,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """(n_boot, max_tau + 1) speedup curves from requests resampled with replacement (multinomial weights)."""
-    units = at_risk.shape[0]
-    chunk = max(1, min(BOOT_CHUNK, BOOT_CELLS // max(units, 1)))
-    curves = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        weights = rng.multinomial(units, np.full(units, 1.0 / units), size=size).astype(float)
-        cond, _, _ = hazard_matrix(weights @ at_risk, weights @ accepted, max_tau)
-        curves.append(curve_speedups(cond, cost, batch_size, max_tau))
-    return np.concatenate(curves) if curves else np.empty((0, max_tau + 1))
+) -> dict[tuple[Any, ...], np.ndarray]:
+    """(n_boot, max_tau + 1) speedup curves per group of one deployment, its requests resampled with replacement.
+
+    Each replicate draws multinomial weights over every unit of the deployment (requests of all its segments,
+    tau = 0 control requests, engine windows) and recomputes, from the same weights: each group's per-position
+    counts and censored estimator (tail included); with ``refit``, the cost fit from the weighted per-request sums
+    (floor, compute, draft cost and mean batch size); else the groups' costs are held fixed (replay profiles, --cost).
+    Weights enter only through matrix products (replicates, units) @ (units, statistics).
+    """
+    n = units.n_units
+    cost_units = units.costs if refit else None
+    models: list[Any] = []
+    onehot = None
+    if cost_units is not None and cost_units.draft_model is not None:
+        models = list(dict.fromkeys(cost_units.draft_model.tolist()))
+        onehot = np.stack([cost_units.draft_model == m for m in models], axis=1).astype(float)
+    chunk = max(1, min(BOOT_CHUNK, BOOT_CELLS // max(n, 1)))
+    counts = {}
+    for key in keys:  # positions never tried are zero in every replicate: leave them out of the products
+        group = units.groups[key]
+        tried = max(int(np.flatnonzero(group.at_risk.any(axis=0)).max(initial=0)) + 1, 1)
+        counts[key] = np.ascontiguousarray(np.hstack([group.at_risk[:, :tried], group.accepted[:, :tried]]))
+    curves: dict[tuple[Any, ...], list[np.ndarray]] = {k: [] for k in keys}
+    with policies.one_blas_thread():
+        for start in range(0, n_boot, chunk):
+            weights = resample_weights(rng, n, min(chunk, n_boot - start))
+            fit = by_model = None
+            if cost_units is not None:
+                w = weights[:, cost_units.idx]
+                fit = fit_from_sums(w @ cost_units.sums)
+                if onehot is not None:
+                    cols = cost_units.sums[:, [COST_SUMS.index("draft_ms"), COST_SUMS.index("drafted_timed")]]
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        by_model = (w @ (onehot * cols[:, :1])) / (w @ (onehot * cols[:, 1:]))
+            for key in keys:
+                cost = costs[key]
+                sums = weights[:, units.groups[key].idx] @ counts[key]
+                tried = sums.shape[1] // 2
+                cond, _, _ = hazard_matrix(sums[:, :tried], sums[:, tried:], max_tau)
+                if fit is None:
+                    curves[key].append(curve_speedups(cond, cost.model, cost.batch_size, max_tau))
+                    continue
+                draft = fit.draft_ms_per_token
+                if by_model is not None and cost.by_draft and cost.draft_model in models:
+                    draft = by_model[:, models.index(cost.draft_model)]
+                curves[key].append(
+                    _curves(cond, fit.floor_ms, fit.compute_ms, draft, fit.batch_mean, max_tau)
+                )
+    return {k: np.concatenate(v) if v else np.empty((0, max_tau + 1)) for k, v in curves.items()}
 
 
 def _batch_table(
@@ -204,29 +405,29 @@ def _batch_table(
 def _recommend_group(
     deployment: str,
     segment: dict[str, Any],
-    at_risk: np.ndarray,
-    accepted: np.ndarray,
+    units: GroupUnits,
     fit: CostFit,
+    group_cost: GroupCost,
+    boots: np.ndarray,
     current_tau: int,
     batches: list[tuple[int, int]],
     max_tau: int,
-    n_boot: int,
-    rng: np.random.Generator,
 ) -> dict[str, Any]:
+    at_risk, accepted = units.at_risk, units.accepted
     est = conditional_acceptance(at_risk.sum(axis=0), accepted.sum(axis=0), max_tau)
-    cost = fit.for_draft(segment.get("draft_model")) if "draft_model" in segment else fit.model
-    batch = fit.batch_mean
+    cost, batch = group_cost.model, group_cost.batch_size
     curve: list[dict[str, Any]] = speedup_curve(est.cond_alpha, cost, batch, max_tau)
     tau = best_tau(curve)
-    boots = bootstrap_curves(at_risk, accepted, cost, batch, max_tau, n_boot, rng)
     lo_q, hi_q = 100 * (1 - CI_LEVEL) / 2, 100 * (1 + CI_LEVEL) / 2
     p_best = None
     if boots.shape[0]:
         lo, hi = np.nanpercentile(boots, [lo_q, hi_q], axis=0)
         for row in curve:
             row["ci"] = [float(lo[row["tau"]]), float(hi[row["tau"]])]
-        # share of replicates whose own best tau is the recommended one (np.argmax: ties to the smaller tau)
-        p_best = float(np.mean(np.argmax(np.round(boots, 12), axis=1) == tau))
+        # share of replicates whose own best tau is the recommended one (np.argmax: ties to the smaller tau); a
+        # replicate without a cost fit (no timed draft in its resample) is NaN and left out, as in the percentiles
+        finite = boots[np.isfinite(boots).all(axis=1)]
+        p_best = float(np.mean(np.argmax(np.round(finite, 12), axis=1) == tau)) if finite.shape[0] else None
     current = min(current_tau, max_tau)
     notes = []
     if current == 0:  # speculative steps but no configured tau > 0 logged: the longest draft seen stands in
@@ -239,6 +440,11 @@ def _recommend_group(
         notes.append(f"the draft costs {c:.2f} of a target pass: not much cheaper than the target")
     if alpha <= c:
         notes.append("alpha <= cost_ratio: speculation cannot help (Leviathan et al. 2023 Cor. 3.9)")
+    if boots.shape[0] and fit.source != "fitted":
+        notes.append(
+            f"the interval holds the {'measured (replay profile)' if fit.source == 'profile' else 'given'} costs "
+            "fixed: it covers acceptance uncertainty only"
+        )
     if not fit.identified:
         notes.append("every timed step had the same tokens x batch size: verify cost assumed flat")
     if tau > est.n_estimated:
@@ -263,6 +469,12 @@ def _recommend_group(
         "expected_speedup": curve[tau]["speedup"],
         "gain": curve[tau]["speedup"] / curve[current]["speedup"] - 1.0,
         "ci": curve[tau].get("ci"),  # None without bootstrap replicates (--boot 0)
+        # what the interval resamples: "acceptance and costs" (costs refit per replicate) or "acceptance" (fixed)
+        "ci_covers": None
+        if not boots.shape[0]
+        else "acceptance"
+        if fit.source != "fitted"
+        else "acceptance and costs",
         "p_best": p_best,
         "curve": curve,
         "tau_by_batch_size": _batch_table(est.cond_alpha, cost, batches, max_tau),
@@ -300,34 +512,47 @@ def _recommendations(
     if max_tau < 1:
         raise UsageError(f"--max-tau {max_tau}: must be >= 1")
     rng = np.random.default_rng(seed)
-    units = _unit_counts(con, by, max_tau)
-    fits = all_cost_fits(con)
+    deployments, batches = _load_units(con, by, max_tau)
+    fitted: dict[str, CostFit] = {}
+    for dep, units in deployments.items():
+        fit = None if units.costs is None else fit_from_unit_sums(units.costs.sums, _draft_costs(units.costs))
+        if fit is not None:
+            fitted[dep] = fit
+    fits = all_cost_fits(con, fitted)
     if cost_ratio is not None:
         given = CostModel(floor_ms=1.0, compute_ms=0.0, draft_ms_per_token=cost_ratio)
-        fits = {dep: CostFit(given, "given", 0, True, 1.0) for dep in {k[0] for k in units}}
+        fits = {dep: CostFit(given, "given", 0, True, 1.0) for dep in deployments}
     current = _current_tau(con, by)
-    batches = _batch_sizes(con)
     out = []
-    for key, (at_risk, accepted) in units.items():
-        deployment, segment = key[0], dict(zip(by, key[1:]))
-        fit = fits.get(deployment)
+    for dep, units in deployments.items():
+        fit = fits.get(dep)
+        keys = sorted(units.groups, key=lambda k: tuple(str(v) for v in k))
         if fit is None:
-            out.append(
+            out += [
                 {
-                    "deployment": deployment,
-                    "segment": segment,
-                    "requests": int(at_risk.shape[0]),
+                    "deployment": dep,
+                    "segment": dict(zip(by, key[1:])),
+                    "requests": int(units.groups[key].at_risk.shape[0]),
                     "current_tau": current.get(key, 0),
                     "reason": "no draft and verify timings for this deployment: pass --cost C",
                 }
-            )
+                for key in keys
+            ]
             continue
-        out.append(
-            _recommend_group(
-                deployment, segment, at_risk, accepted, fit, current.get(key, 0), batches.get(deployment, []),
-                max_tau, n_boot, rng,
-            )
-        )  # fmt: skip
+        costs = {}
+        for key in keys:
+            draft = dict(zip(by, key[1:])).get("draft_model")
+            by_draft = "draft_model" in by
+            model = fit.for_draft(draft) if by_draft else fit.model
+            costs[key] = GroupCost(model, fit.batch_mean, draft, by_draft)
+        boots = bootstrap_deployment(units, keys, costs, fit.source == "fitted", max_tau, n_boot, rng)
+        for key in keys:
+            out.append(
+                _recommend_group(
+                    dep, dict(zip(by, key[1:])), units.groups[key], fit, costs[key], boots[key],
+                    current.get(key, 0), batches.get(dep, []), max_tau,
+                )
+            )  # fmt: skip
     return out
 
 
