@@ -16,6 +16,7 @@ Timing: a batched stage is one measurement shared by the rows in it; each row is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -84,9 +85,7 @@ def speculative_generate_batch(
     seqs = [list(p) for p in prompts]
     outs: list[list[int]] = [[] for _ in prompts]
     steps: list[list[Step]] = [[] for _ in prompts]
-    shares: list[list[tuple[int, int]]] = [
-        [] for _ in prompts
-    ]  # per row step: (batched step, rows sharing it)
+    shares: list[list[tuple[int, int]]] = [[] for _ in prompts]  # per row step: (batched step, its rows)
     t_cache, d_cache = RaggedCache(len(prompts), device), RaggedCache(len(prompts), device)
     t_cache.forward(target, [s[:-1] for s in seqs], vocab_size)  # prefill (not timed, as in batch 1)
     d_cache.forward(draft, [s[:-1] for s in seqs], vocab_size)
@@ -94,67 +93,45 @@ def speculative_generate_batch(
     batch_step = 0
     while live:
         n = [min(tau, max_new_tokens - len(outs[i]) - 1) for i in live]  # draft tokens per row this step
-        rows, width = len(live), max(n)
-        drafted: list[list[int]] = [[] for _ in live]
-        ids = torch.zeros((rows, width), dtype=torch.long, device=device)
-        q_logits = torch.zeros((rows, width, vocab_size), device=device)
-        q = torch.zeros((rows, width, vocab_size), device=device)  # q: exactly what each row sampled from
         with clock.measure("draft", batch_step):
-            held = d_cache.lengths()
-            for j in range(width):
-                # rows still drafting feed what their draft cache lacks; the others feed nothing (a hole)
-                chunks = [
-                    _unseen(seqs[i], drafted[c], held[c]) if j < n[c] else [] for c, i in enumerate(live)
-                ]
-                logits = d_cache.forward(draft, chunks, vocab_size)  # (R, W, V)
-                active = [c for c in range(rows) if j < n[c]]
-                at = torch.tensor(active, device=device)
-                ends = torch.tensor([len(chunks[c]) - 1 for c in active], device=device)
-                last = logits[at, ends]  # (A, V): each drafting row's last real position
-                q_j = distribution(last, sampling)
-                tokens = _draw(q_j, [live[c] for c in active], generators)
-                for c, token in zip(active, tokens):
-                    held[c] += len(chunks[c])
-                    drafted[c].append(token)
-                ids[at, j] = torch.tensor(tokens, device=device)
-                q_logits[at, j], q[at, j] = last, q_j
+            d = _propose(draft, d_cache, [seqs[i] for i in live], live, n, sampling, generators, vocab_size)
         with clock.measure("verify", batch_step):
             # p: each row's target distributions at its n drafted positions and the bonus position, (R, n + 1, V)
             t_logits = t_cache.forward(
-                target, [[seqs[i][-1], *drafted[c]] for c, i in enumerate(live)], vocab_size
+                target, [[seqs[i][-1], *d.tokens[c]] for c, i in enumerate(live)], vocab_size
             )
             p = distribution(t_logits, sampling)
-            groups = {size: [c for c in range(rows) if n[c] == size] for size in sorted(set(n))}
-            at_group = {size: torch.tensor(group, device=device) for size, group in groups.items()}
-            accepted, next_token = [0] * rows, [0] * rows
-            for size, group in groups.items():  # rows that drafted the same number of tokens verify together
-                g = at_group[size]
-                k_g, t_g = _verify(rule, ids[g, :size], q[g, :size], p[g, : size + 1], [live[c] for c in group],
-                                   generators)  # fmt: skip
-                for c, k, t in zip(group, k_g, t_g):
+            accepted, next_token = [0] * len(live), [0] * len(live)
+            for size, group in _by_size(
+                n, device
+            ):  # rows that drafted the same number of tokens verify together
+                k_g, t_g = _verify(rule, d.ids[group, :size], d.q[group, :size], p[group, : size + 1],
+                                   [live[c] for c in group.tolist()], generators)  # fmt: skip
+                for c, k, t in zip(group.tolist(), k_g, t_g):
                     accepted[c], next_token[c] = k, t
-        for size, group in groups.items():
-            g = at_group[size]
+        for size, group in _by_size(n, device):
+            rows = group.tolist()
             recorded = record_steps(
-                [len(steps[live[c]]) for c in group], ids[g, :size], [accepted[c] for c in group],
-                q_logits[g, :size], t_logits[g, : size + 1], q[g, :size], p[g, : size + 1], sampling, rule,
+                [len(steps[live[c]]) for c in rows], d.ids[group, :size], [accepted[c] for c in rows],
+                d.q_logits[group, :size], t_logits[group, : size + 1], d.q[group, :size], p[group, : size + 1],
+                sampling, rule,
             )  # fmt: skip
-            for c, step in zip(group, recorded):
+            for c, step in zip(rows, recorded):
                 steps[live[c]].append(step)
-                shares[live[c]].append((batch_step, rows))
+                shares[live[c]].append((batch_step, len(live)))
         # keep committed tokens + accepted drafts (next_token is fed next step); the draft keeps a prefix of them
         t_cache.keep(torch.tensor([len(seqs[i]) + accepted[c] for c, i in enumerate(live)]))
-        d_cache.keep(torch.tensor([min(held[c], len(seqs[i]) + accepted[c]) for c, i in enumerate(live)]))
+        d_cache.keep(torch.tensor([min(d.held[c], len(seqs[i]) + accepted[c]) for c, i in enumerate(live)]))
         still = []
         for c, i in enumerate(live):
-            new = [*drafted[c][: accepted[c]], next_token[c]]
+            new = [*d.tokens[c][: accepted[c]], next_token[c]]
             seqs[i] += new
             outs[i] += new
             if eos_token_id is not None and eos_token_id in new:
                 outs[i] = outs[i][: outs[i].index(eos_token_id) + 1]
             elif len(outs[i]) < max_new_tokens:
                 still.append(c)
-        _shrink((t_cache, d_cache), still, rows)
+        _shrink((t_cache, d_cache), still, len(live))
         live = [live[c] for c in still]
         batch_step += 1
     times = clock.resolve()
@@ -166,6 +143,64 @@ def speculative_generate_batch(
         draft_ms = sum(s.draft_ms for s in steps[i])
         results.append(Generation(outs[i], steps[i], draft_ms, sum(s.verify_ms for s in steps[i])))
     return results
+
+
+@dataclass
+class _Proposal:
+    """What the draft proposed this step: row c drafted tokens[c] (n[c] ids), padded into ids (R, n_max); q_logits
+    and q (R, n_max, V) are its logits and exactly the distributions it sampled from; held[c] = tokens now in its
+    draft cache row."""
+
+    tokens: list[list[int]]
+    ids: torch.Tensor
+    q_logits: torch.Tensor
+    q: torch.Tensor
+    held: list[int]
+
+
+def _propose(
+    draft: Any,
+    cache: RaggedCache,
+    seqs: list[list[int]],
+    live: list[int],
+    n: list[int],
+    sampling: Sampling,
+    generators: Generators,
+    vocab_size: int,
+) -> _Proposal:
+    """Each row drafts n[c] tokens autoregressively (all rows in one draft pass per token)."""
+    device = cache.valid.device
+    rows, width = len(seqs), max(n)
+    d = _Proposal(
+        tokens=[[] for _ in seqs],
+        ids=torch.zeros((rows, width), dtype=torch.long, device=device),
+        q_logits=torch.zeros((rows, width, vocab_size), device=device),
+        q=torch.zeros((rows, width, vocab_size), device=device),
+        held=cache.lengths(),
+    )
+    for j in range(width):
+        # rows still drafting feed what their draft cache lacks; the others feed nothing (a hole)
+        chunks = [_unseen(seqs[c], d.tokens[c], d.held[c]) if j < n[c] else [] for c in range(rows)]
+        logits = cache.forward(draft, chunks, vocab_size)  # (R, W, V)
+        active = [c for c in range(rows) if j < n[c]]
+        at = torch.tensor(active, device=device)
+        last = logits[at, torch.tensor([len(chunks[c]) - 1 for c in active], device=device)]  # (A, V)
+        q_j = distribution(last, sampling)
+        tokens = _draw(q_j, [live[c] for c in active], generators)
+        for c, token in zip(active, tokens):
+            d.held[c] += len(chunks[c])
+            d.tokens[c].append(token)
+        d.ids[at, j] = torch.tensor(tokens, device=device)
+        d.q_logits[at, j], d.q[at, j] = last, q_j
+    return d
+
+
+def _by_size(n: list[int], device: torch.device) -> list[tuple[int, torch.Tensor]]:
+    """(size, rows that drafted `size` tokens) for each size present."""
+    return [
+        (size, torch.tensor([c for c, m in enumerate(n) if m == size], device=device))
+        for size in sorted(set(n))
+    ]
 
 
 def _shrink(caches: tuple[RaggedCache, ...], still: list[int], rows: int) -> None:

@@ -144,9 +144,10 @@ def test_distribution_is_a_distribution_that_respects_top_p(logits, temperature,
     x = torch.tensor(logits)
     probs = distribution(x, Sampling(temperature, top_p))
     assert float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
-    assert float(probs[x.argmax()]) > 0  # the most probable token always survives top-p
     kept = probs > 0
     full = torch.softmax(x.double() / temperature, -1)
+    # a most probable token always survives top-p (at a tie in float32, either of the tied tokens)
+    assert bool((full[kept] >= full.max() - 1e-6).any())
     # the kept set is the smallest prefix by probability whose mass reaches top_p: without its least likely
     # member the mass falls short of top_p
     assert float(full[kept].sum() - full[kept].min()) < top_p + 1e-6
