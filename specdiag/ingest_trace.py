@@ -1,7 +1,8 @@
 """Trace lines -> request and step rows, columnar for clean input, line by line only where needed.
 
-Fast path: pyarrow's JSON reader parses a whole block against the v1 field types (it is strict: ``3.0`` is not an
-int, ``true`` is not a number, a duplicate key is an error), then polars checks required fields and ranges for all
+Fast path: pyarrow's JSON reader parses a whole block, first inferring types (the cheaper read), and the block is
+used when every field's type fits the v1 format; otherwise against the declared v1 field types (strict: ``3.0`` is not
+an int, ``true`` is not a number, a duplicate key is an error). Then polars checks required fields and ranges for all
 rows at once. A block the reader refuses is cut into small pieces that are retried; a piece that still fails, and any
 row the vectorised checks do not pass, goes to ``traceformat.validate_line``, which either rejects it with a reason
 or normalises it. Both paths produce frames with the same schema, so rows are built the same way.
@@ -171,6 +172,89 @@ def _keep_text(declared: pa.Schema, parsed: pa.Schema) -> pa.Schema | None:
     return pa.schema(fields) if changed else None
 
 
+# JSON types the inferring reader may give a field of each kind, and the type the checks expect it as. A field of
+# any other type (3.5 or 3.0 read as a double for an int field, a date-like text read as a timestamp) sends the block
+# to the declared-schema reader, which is strict about it.
+_INFERRED: dict[str, tuple[tuple[pa.DataType, ...], pa.DataType]] = {
+    "str": ((pa.string(),), pa.string()),
+    "int": ((pa.int64(),), pa.int64()),
+    "num": ((pa.int64(), pa.float64()), pa.float64()),
+    "bool": ((pa.bool_(),), pa.bool_()),
+    "ints": ((pa.list_(pa.int64()), pa.list_(pa.null())), pa.list_(pa.int64())),
+    "probs": ((pa.list_(pa.float64()), pa.list_(pa.int64()), pa.list_(pa.null())), pa.list_(pa.float64())),
+}
+
+
+def _expected(kind: str, t: pa.DataType) -> pa.DataType | None:
+    """The type a field of ``kind`` read as ``t`` is checked as; None when ``t`` does not fit the kind."""
+    if kind == "ts":  # text or epoch seconds; a timestamp the reader inferred has lost its text
+        return t if t == pa.string() else pa.float64() if t in (pa.int64(), pa.float64()) else None
+    allowed, target = _INFERRED[kind]
+    return target if t in allowed or t == pa.null() else None
+
+
+def _conform(table: pa.Table) -> pa.Table | None:
+    """A table the reader parsed with inferred types, cast to the types the checks expect; None if it does not fit.
+
+    Inference costs less than a declared schema with many absent fields and is as strict about JSON itself (a
+    repeated key, a field changing type); what it cannot tell apart (3 from 3.0, a date from its text) sends the
+    block to the declared-schema reader.
+    """
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name, column in zip(table.column_names, table.columns):
+        t = column.type
+        if name == "steps":
+            if t == pa.null() or t == pa.list_(pa.null()):  # no step objects in the block: nulls, empty lists
+                columns[name] = column.cast(_SCHEMAS[0].field("steps").type)
+                continue
+            if not (pa.types.is_list(t) and pa.types.is_struct(t.value_type)):
+                return None
+            children = []
+            for f in t.value_type:
+                if f.name in STEP_FIELDS:
+                    want = _expected(STEP_FIELDS[f.name][0], f.type)
+                else:  # an extra field of the step: kept as read, unless it was a date-like text
+                    want = f.type if _as_text(f.type) == f.type else None
+                if want is None:
+                    return None
+                children.append(pa.field(f.name, want))
+            if any(r not in t.value_type.names for r in STEP_REQUIRED):
+                return None
+            columns[name] = column.cast(pa.list_(pa.struct(children)))
+        elif name in _TOP_FIELDS:
+            want = _expected(_TOP_FIELDS[name][0], t)
+            if want is None:
+                return None
+            columns[name] = column if want == t else column.cast(want)
+        elif _as_text(t) != t:  # an extra field with a date-like text: the declared reader keeps it as text
+            return None
+        else:
+            columns[name] = column
+    n = table.num_rows
+    for name, (
+        kind,
+        _r,
+    ) in _TOP_FIELDS.items():  # absent fields as typed nulls, as the declared reader gives them
+        if name not in columns and kind != "steps":
+            columns[name] = pa.chunked_array(
+                [pa.nulls(n, pa.string() if kind == "ts" else _INFERRED[kind][1])]
+            )
+    if "steps" not in columns:
+        columns["steps"] = pa.chunked_array([pa.nulls(n, _SCHEMAS[0].field("steps").type)])
+    return pa.table(columns)
+
+
+def _read_inferred(data: bytes) -> pa.Table | None:
+    try:
+        table = pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return _conform(table)
+
+
 def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | None:
     """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
 
@@ -178,6 +262,9 @@ def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | Non
     """
     if _has_non_object_line(data, starts):
         return None
+    inferred = _read_inferred(data)
+    if inferred is not None:
+        return inferred
     for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
         table = _parse(data, schema)
         if table is None:
