@@ -133,7 +133,7 @@ def test_histogram_counts_per_unit_match_counts_from_steps() -> None:
     unit = rng.integers(0, 5, size=3000)
     drafted = rng.choice([1, 4, 7], size=3000)
     accepted = draw_steps(rng, TRUE, drafted)
-    # collapse to (unit, drafted, accepted) -> steps, as recommend_positions.sql does
+    # collapse to (unit, drafted, accepted) -> steps, as recommend_histogram.sql does
     keys, steps = np.unique(np.stack([unit, drafted, accepted]), axis=1, return_counts=True)
     at_risk, acc = counts_by_unit(keys[0], keys[1], keys[2], steps, 5, 8)
     for u in range(5):

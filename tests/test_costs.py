@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from specdiag.costs import fit_cost_model, fit_costs
+from specdiag.costs import fit_cost_model, fit_costs, fit_from_sums, fitted_costs
+from specdiag.recommend import recommend_from_store
 from specdiag.speedup import CostModel
 from specdiag.store import connect
 from tests.test_recommend_store import DECAY, Fleet, write_fleet
@@ -90,3 +93,67 @@ def test_no_timings_no_model(db: Path) -> None:
     assert fit_cost_model(con, "none") is None
     assert fit_cost_model(con, "unknown") is None
     con.close()
+
+
+def test_recommend_fits_from_per_request_sums_what_the_sql_fit_gives(db: Path) -> None:
+    """recommend fits the costs in numpy from its one pass over the steps; explain uses recommend_costs.sql."""
+    con = connect(db)
+    rng = np.random.default_rng(6)
+    write_fleet(con, Fleet("a", DECAY, TRUTH, tau=4, requests=80, batch_sizes=(1, 8, 32)), rng, noise=0.05)
+    write_fleet(con, Fleet("b", DECAY, TRUTH, tau=3, requests=40, control_share=0.0), rng, noise=0.05)
+    con.execute(
+        "update steps set batch_size = null where step % 3 = 0"
+    )  # falls back to the request's batch size
+    con.execute("update steps set draft_ms = null where step % 7 = 0")  # untimed drafts leave the draft cost
+    sql = fitted_costs(con)
+    recs = {r["deployment"]: r["costs"] for r in recommend_from_store(con, n_boot=0)}
+    con.close()
+    assert set(recs) == set(sql) == {"a", "b"}
+    assert not sql["b"].identified and sql["a"].identified
+    for dep, fit in sql.items():
+        for key, value in fit.to_dict().items():
+            if isinstance(value, float):
+                assert recs[dep][key] == pytest.approx(value, rel=1e-9), (dep, key)
+            else:
+                assert recs[dep][key] == value, (dep, key)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 8), st.integers(1, 64), st.floats(1.0, 200.0), st.integers(0, 3)),
+        min_size=2,
+        max_size=30,
+    ),
+)
+def test_weighted_sums_give_the_least_squares_fit_of_the_repeated_steps(rows) -> None:
+    """A bootstrap replicate's fit (weights @ per-request sums) is ordinary least squares on its resampled steps."""
+    drafted, batch, verify, weight = (np.array(c, dtype=float) for c in zip(*rows))
+    x = (drafted + 1) * batch
+    per_step = np.column_stack(
+        [np.ones_like(x), x, x * x, x * verify, verify, verify**2, drafted * 1.1, drafted,
+         (drafted > 0).astype(float), batch * (drafted > 0)]
+    )  # fmt: skip
+    fit = fit_from_sums(weight @ per_step)
+    keep = np.repeat(np.arange(x.size), weight.astype(int))
+    xs, ys = x[keep], verify[keep]
+    if keep.size == 0:
+        assert np.isnan(fit.floor_ms[0])
+        return
+    assert fit.n_steps[0] == keep.size
+    flat = np.ptp(xs) == 0
+    if not flat:
+        slope, intercept = np.polyfit(xs, ys, 1)
+        assert fit.identified[0]
+        if min(slope, intercept) > 1e-6:
+            assert fit.compute_ms[0] == pytest.approx(slope, rel=1e-6)
+            assert fit.floor_ms[0] == pytest.approx(intercept, rel=1e-6)
+            return
+        flat = (
+            min(slope, intercept) < -1e-6
+        )  # a slope or floor that is not physical (on the boundary: either)
+    else:
+        assert not fit.identified[0]
+    if flat:  # one operating point, or a negative slope or floor: a flat verify cost at the mean
+        assert fit.compute_ms[0] == 0.0
+        assert fit.floor_ms[0] == pytest.approx(ys.mean(), rel=1e-9)
