@@ -87,8 +87,9 @@ def replay_prompts(
     `pair` (a replay.models.Pair) skips loading when the caller already holds the models. `threads` sets torch's
     CPU threads (process-wide) when running on CPU; None leaves them. Batch-1 decoding of small models is
     latency-bound: on a shared 2-core box one thread measured ~100x faster than two (docs/replay.md).
-    `batch_size` > 1 replays that many consecutive records together (replay.batch): each row's output and
-    statistics are its batch-1 ones (up to float rounding), its times an equal share of each batched pass.
+    `batch_size` > 1 replays up to that many records with equal tau/temperature/top_p/rule together (replay.batch):
+    each row's output and statistics are its batch-1 ones (up to float rounding), its times an equal share of each
+    batched pass; results stay in input order.
     """
     import torch
 
@@ -120,7 +121,7 @@ def replay_prompts(
     results: list[dict[str, Any]] = [{} for _ in jobs]
     with torch.inference_mode():
         if jobs:
-            _warm_up(pair, [_prompt_ids(pair, jobs[i][0]) for i in groups[0]])
+            _warm_up(pair, [_prompt_ids(pair, jobs[i][0]) for i in groups[0]], batched=batch_size > 1)
         for group in _progress(groups, progress):
             runs = (
                 _run_batch(pair, [jobs[i] for i in group])
@@ -180,25 +181,25 @@ def _prompt_ids(pair: Any, record: dict[str, Any]) -> list[int]:
     return [int(t) for t in ids]
 
 
-def _warm_up(pair: Any, prompts: list[list[int]]) -> None:
-    """One short run of the loops about to be timed (batched ones too when prompts are several), so that timings
-    exclude first-call allocation and kernel selection."""
+def _warm_up(pair: Any, prompts: list[list[int]], batched: bool) -> None:
+    """One short run of the loops about to be timed (the batched ones on these prompts when batched), so that
+    timings exclude first-call allocation and kernel selection."""
     from replay.batch import speculative_generate_batch, target_generate_batch
     from replay.engine import speculative_generate, target_generate
     from replay.rules import Rule
     from replay.sampling import Sampling
 
     common = {"max_new_tokens": 4, "sampling": Sampling(), "vocab_size": pair.vocab_size}
-    if len(prompts) == 1:
-        speculative_generate(
-            pair.target, pair.draft, prompts[0], tau=2, rule=Rule(), generator=None, **common
-        )
-        target_generate(pair.target, prompts[0], generator=None, **common)
-    else:
+    if batched:
         speculative_generate_batch(
             pair.target, pair.draft, prompts, tau=2, rule=Rule(), generators=None, **common
         )
         target_generate_batch(pair.target, prompts, generators=None, **common)
+    else:
+        speculative_generate(
+            pair.target, pair.draft, prompts[0], tau=2, rule=Rule(), generator=None, **common
+        )
+        target_generate(pair.target, prompts[0], generator=None, **common)
 
 
 def _generator(pair: Any, settings: dict[str, Any]) -> Any:
