@@ -236,6 +236,12 @@ def _run_batch(pair: Any, jobs: list[tuple[dict[str, Any], dict[str, Any]]]) -> 
     from replay.rules import Rule
     from replay.sampling import Sampling
 
+    for role, model in (("target", pair.target), ("draft", pair.draft)):
+        if _sliding_window(model.config):
+            raise UsageError(
+                f"--batch-size > 1: the {role} uses sliding-window attention, whose window would count padding holes",
+                hint="use --batch-size 1 for this model",
+            )
     prompts = [_prompt_ids(pair, record) for record, _ in jobs]
     s = jobs[0][1]
     common = {
@@ -251,6 +257,16 @@ def _run_batch(pair: Any, jobs: list[tuple[dict[str, Any], dict[str, Any]]]) -> 
         pair.target, prompts, generators=[_generator(pair, s) for _ in jobs], **common
     )
     return list(zip(specs, alones))
+
+
+def _sliding_window(config: Any) -> bool:
+    """Whether some attention layer sees only the last W cache slots (a batched row's holes would take slots in it)."""
+    if any("sliding" in str(kind) for kind in getattr(config, "layer_types", None) or ()):
+        return True
+    return (
+        getattr(config, "sliding_window", None) is not None
+        and getattr(config, "use_sliding_window", True) is not False
+    )
 
 
 def _result(

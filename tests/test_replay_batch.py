@@ -245,3 +245,20 @@ def test_replay_prompts_batch_size_gives_the_batch_1_results():
         assert [(s["drafted"], s["accepted"]) for s in x["step_records"]] == [
             (s["drafted"], s["accepted"]) for s in y["step_records"]
         ]
+
+
+def test_sliding_window_models_are_refused_when_batching():
+    """A sliding window counts cache slots, holes included: a batched row would see fewer tokens than alone."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from replay.api import replay_prompts
+    from specdiag.errors import UsageError
+
+    config = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2, sliding_window=8, pad_token_id=0)  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    models = Pair(model, model, None, "t", "d", "cpu", "float32", VOCAB, None, None)
+    records = [{"prompt_id": "a", "prompt_ids": [1, 2]}, {"prompt_id": "b", "prompt_ids": [3]}]
+    with pytest.raises(UsageError, match="sliding-window"):
+        replay_prompts(records, max_new_tokens=2, pair=models, threads=None, batch_size=2)
+    assert len(replay_prompts(records, max_new_tokens=2, pair=models, threads=None)) == 2  # batch 1 is fine
