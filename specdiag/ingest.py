@@ -258,7 +258,8 @@ def _insert_dicts(
     unknown = sorted({k for r in rows for k in r} - set(allowed))
     if unknown:
         raise InputError(f"parser produced unknown {table} columns: {', '.join(unknown)}")
-    frame = pl.DataFrame([{n: r.get(n) for n in names} for r in rows], infer_schema_length=None, strict=False)
+    # built column by column: a list per column converts faster than a list of dicts (same inferred types)
+    frame = pl.DataFrame({n: [r.get(n) for r in rows] for n in names}, strict=False)
     insert_frame(
         con, table, frame.with_columns(pl.lit(file_id).alias("file_id")), {n: n for n in [*names, "file_id"]}
     )
