@@ -70,8 +70,7 @@ def complement(
     child's siblings, i.e. in the rest itself) further than SAME_CHANGE from the child's: a later, unrelated change
     of the rest would otherwise blur the move it made at the child's split.
     """
-    first: datetime = child.frame["hour"].min()  # type: ignore[assignment]
-    last: datetime = child.frame["hour"].max()  # type: ignore[assignment]
+    first, last = _span(child.frame)
     for t in others or []:
         if near(t, child):
             continue
@@ -92,6 +91,18 @@ def moved(c: Comparison, sign: float) -> bool:
 def near(a: SegmentTest, b: SegmentTest) -> bool:
     """Two changes close enough in time to be one incident seen in two segments."""
     return abs(a.split - b.split) <= SAME_CHANGE
+
+
+def accounted(
+    outer: pl.DataFrame, t: SegmentTest, reported: list[tuple[SegmentTest, dict[str, Any]]], sign: float
+) -> bool:
+    """``outer`` (the deployment's rows over t's interval) minus a reported child shows no material, significant
+    move at t's split: t's move is that child's."""
+    return any(
+        not moved(rest_of(outer, r[0].series, t.split, t.before_end), sign)
+        for r in reported
+        if r[0].segment.dimension != "deployment"
+    )
 
 
 def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentTest, dict[str, Any]]]:
@@ -139,18 +150,28 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
                 reported.append((child, {"rest_of_deployment": _cmp_json(rest), "also_explained_by": []}))
             elif child.segment.fields not in [same[0].segment.fields, *same[1]["also_explained_by"]]:
                 same[1]["also_explained_by"].append(child.segment.fields)
+
         for parent in (t for t in parents if material(t, sign)):
-            # accounted for: the deployment minus a reported child shows no move at the deployment's own split
-            accounted = any(
-                not moved(rest_of(parent.frame, r[0].series, parent.split, parent.before_end), sign)
-                for r in reported
-                if near(r[0], parent)
-            )
-            if not accounted:
+            # a reported child within SAME_CHANGE is the same incident; one further away accounts for the deployment's
+            # move when the deployment minus that child does not move (the diluted drop's split is noisier)
+            if not any(near(r[0], parent) for r in reported) and not accounted(
+                parent.frame, parent, reported, sign
+            ):
                 reported.append((parent, {}))
         # a change diluted below significance in the parent that no single child explains (several children moved):
-        # report the children of the dimension with the strongest evidence, change by change
-        left = [c for c in proper if not any(near(r[0], c) for r in reported)]
+        # report the children of the dimension with the strongest evidence, change by change, unless a reported child
+        # accounts for the move (a segment overlapping the reported one, its split found some hours away)
+        left = [
+            c
+            for c in proper
+            if not any(near(r[0], c) for r in reported)
+            and not (
+                parent_series is not None
+                and accounted(
+                    parent_series.filter(pl.col("hour").is_between(*_span(c.frame))), c, reported, sign
+                )
+            )
+        ]
         while left:
             top = max(left, key=lambda c: abs(c.acceptance.z))
             reported.extend(
@@ -159,6 +180,10 @@ def explain(tests: list[SegmentTest], sign: float = -1.0) -> list[tuple[SegmentT
             left = [c for c in left if not near(c, top)]
         chosen.extend(reported)
     return chosen
+
+
+def _span(frame: pl.DataFrame) -> tuple[datetime, datetime]:
+    return frame["hour"].min(), frame["hour"].max()  # type: ignore[return-value]
 
 
 def _cmp_json(c: Comparison) -> dict[str, Any]:
