@@ -59,6 +59,15 @@ def rollback(cache: Any, length: int) -> None:
         cache.crop(-extra)
 
 
+def _packable(cache: Any) -> bool:
+    """A cache whose layers are plain key/value tensors (B, heads, slots, dim) that slot gathers may rearrange."""
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(
+        type(layer).__name__ == "DynamicLayer" and getattr(layer, "keys", None) is not None
+        for layer in layers
+    )
+
+
 class RaggedCache:
     """One rectangular DynamicCache shared by B rows that hold different numbers of tokens.
 
@@ -67,7 +76,7 @@ class RaggedCache:
     forward pass hands the model the 2-D attention mask `valid` (holes are never attended to) and each row's own
     logical positions (its count of valid slots so far: holes take no position), so a row sees exactly its own
     tokens at their own positions, as it would alone. Holes cost memory and attention FLOPs, never correctness;
-    `compact` crops the trailing slots that are holes in every row.
+    `compact` packs rows when holes fill over half the cache and crops trailing slots no row uses.
     """
 
     def __init__(self, rows: int, device: torch.device) -> None:
@@ -102,7 +111,18 @@ class RaggedCache:
         self.valid &= self.valid.cumsum(-1) <= lengths.to(self.valid.device)[:, None]
 
     def compact(self) -> None:
-        """Crop the trailing slots that no row uses."""
+        """Crop the trailing slots that no row uses; when holes fill over half the slots, pack each row's tokens to
+        the front first. Packing keeps each row's token order and its (logical) positions, which the keys carry
+        (rotary embeddings), so attention is unchanged: new tokens still come after every packed slot."""
+        if 2 * int(self.valid.sum()) < self.valid.numel() and _packable(self.kv):
+            counts = self.valid.sum(-1, keepdim=True)
+            order = torch.sort(
+                (~self.valid).to(torch.int8), dim=-1, stable=True
+            ).indices  # (B, S) valid slots first
+            for layer in self.kv.layers:
+                index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+                layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
+            self.valid = torch.arange(self.valid.shape[1], device=self.valid.device) < counts
         used = self.valid.any(0).nonzero()
         size = int(used.max()) + 1 if used.numel() else 0
         rollback(self.kv, size)

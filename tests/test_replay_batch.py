@@ -262,3 +262,22 @@ def test_sliding_window_models_are_refused_when_batching():
     with pytest.raises(UsageError, match="sliding-window"):
         replay_prompts(records, max_new_tokens=2, pair=models, threads=None, batch_size=2)
     assert len(replay_prompts(records, max_new_tokens=2, pair=models, threads=None)) == 2  # batch 1 is fine
+
+
+def test_ragged_cache_packs_rows_when_holes_fill_it():
+    """Rejected drafts leave holes mid-cache; once they fill over half of it the rows are packed to the front,
+    and what each row attends to does not change."""
+    model = tiny(0)
+    with torch.inference_mode():
+        cache = RaggedCache(2, model.device)
+        cache.forward(model, [[1, 2, 3, 4, 5, 6], [7, 8]], VOCAB)
+        cache.forward(model, [[9], [10, 11, 12, 13]], VOCAB)
+        cache.keep(torch.tensor([2, 6]))  # row 0 keeps [1, 2]; row 1 all six
+        cache.compact()  # 8 of 20 slots used: packed, then cropped to the longest row
+        assert cache.valid.shape[1] == cache.kv.get_seq_length() == 6
+        assert cache.lengths() == [2, 6]
+        out = cache.forward(model, [[14], [15]], VOCAB)
+        torch.testing.assert_close(out[0, 0], forward(model, [1, 2, 14], new_cache(), VOCAB)[0, -1])
+        torch.testing.assert_close(
+            out[1, 0], forward(model, [7, 8, 10, 11, 12, 13, 15], new_cache(), VOCAB)[0, -1]
+        )
