@@ -6,6 +6,7 @@ predicted by specdiag.speedup from the measured alpha (from the mean acceptance 
 
     .venv/bin/python benchmarks/replay.py                # demo pair; prints markdown tables and a JSON line
     .venv/bin/python benchmarks/replay.py --target DIR --draft DIR --tau 4 --max-new-tokens 64
+    .venv/bin/python benchmarks/replay.py --acceptance-only    # only the acceptance-by-domain table (seconds)
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--acceptance-only", action="store_true", help="skip the timings and the HF comparison"
+    )
     args = parser.parse_args()
 
     import torch
@@ -117,11 +121,15 @@ def main() -> None:
                 drafted += sum(s.drafted for s in g.steps)
                 accepted += sum(s.accepted for s in g.steps)
                 verify_steps += sum(1 for s in g.steps if s.drafted)
-                same = g.token_ids == hf(ids, True) == hf(ids, False)
-                rows.append({"domain": domain, "identical_to_hf": same})
+                if not args.acceptance_only:
+                    same = g.token_ids == hf(ids, True) == hf(ids, False)
+                    rows.append({"domain": domain, "identical_to_hf": same})
             mal = 1 + accepted / verify_steps
             timing.append({"domain": domain, "acceptance_rate": accepted / drafted, "mean_acceptance_length": mal,
                            "alpha": alpha_from_mal(mal, args.tau)})  # fmt: skip
+        if args.acceptance_only:
+            print_acceptance(pair, args, timing)
+            return
 
         costs = profile_costs(pair, tau_max=args.tau, batch_sizes=(1,), repeats=7)
         n = np.array([r["n_tokens"] for r in costs], dtype=float)
@@ -161,6 +169,18 @@ def main() -> None:
               f"| {e['ours_ms']:.0f} | {e['assisted_ms']:.0f} | {e['target_alone_hf_ms']:.0f} "
               f"| {e['ours_vs_assisted']:.2f} | {e['measured_speedup']:.2f} | {e['predicted_speedup']:.2f} |")  # fmt: skip
     print("\n" + json.dumps({"cost": cost.to_dict(), "domains": timing}))
+
+
+def print_acceptance(pair, args, timing: list[dict]) -> None:
+    print(
+        f"pair: {pair.target_name} / {pair.draft_name}; tau {args.tau}; {args.max_new_tokens} new tokens; greedy\n"
+    )
+    print("| domain | acceptance_rate | mean_acceptance_length | alpha |\n|---|---|---|---|")
+    for e in timing:
+        print(
+            f"| {e['domain']} | {e['acceptance_rate']:.3f} | {e['mean_acceptance_length']:.2f} | {e['alpha']:.3f} |"
+        )
+    print("\n" + json.dumps({"domains": timing}))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """The built-in demo pair: a byte-level target and a much smaller draft, trained here on the Python standard library.
 
-Every machine with Python has the same training text (the stdlib's `.py` sources: code plus docstring prose), so
-the pair is reproducible without downloads: fixed recipe, fixed seed, fixed data order. The draft learns Python's
-regular structure (indentation, keywords, brackets) almost as well as the target but English prose much worse, and
-neither has seen other scripts or random bytes: acceptance differs by domain, which is what replay is for.
+Every machine with Python has the same training text, so the pair is reproducible without downloads: fixed recipe,
+fixed seed, fixed data order. The corpus is the stdlib's `.py` sources (code plus docstring prose) and a small share
+of the same docstrings transliterated letter for letter into ten other scripts (Cyrillic, Greek, Arabic, Hebrew,
+Armenian, Georgian, Devanagari, Hiragana, CJK ideographs, Hangul) with the fixed tables in SCRIPTS. The draft learns
+Python's regular structure almost as well as the target, English prose worse, and the rare multi-byte scripts much
+worse: acceptance differs by domain, which is what replay is for. Without the transliterated share neither model
+had seen a non-ASCII byte, both fell back to the same ASCII continuation after a Russian or Greek prompt and agreed
+on it (acceptance 0.90 there, docs/replay.md).
 
 Trained on first use and cached under `$SPECDIAG_CACHE/demo-pair` (default `~/.cache/specdiag/demo-pair`), in a
-folder keyed by the recipe and the Python version (whose stdlib is the corpus).
+folder keyed by the recipe (including its corpus version) and the Python version (whose stdlib is the corpus).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class Recipe:
     seq_len: int = 128
     learning_rate: float = 3e-3
     corpus_bytes: int = 4_000_000
+    script_share: float = 0.15  # bytes of transliterated docstrings (read_corpus)
+    corpus_version: int = 2  # bump when read_corpus changes: the cache key hashes the recipe
     seed: int = 0
 
     def key(self) -> str:
@@ -106,17 +112,72 @@ def build_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
 
 
-def read_corpus(limit: int) -> bytes:
-    """The stdlib's .py files in sorted path order (tests and site-packages excluded), up to `limit` bytes."""
+# Letter-for-letter transliteration tables: the n-th Latin letter (a..z) becomes the n-th letter of each alphabet.
+# The text stays English underneath, but in the script's UTF-8 bytes (2 bytes a letter for Cyrillic .. Armenian,
+# 3 for Georgian .. Hangul), which the stdlib's sources (almost pure ASCII) never show the models.
+SCRIPTS: dict[str, str] = {
+    "cyrillic": "абвгдежзийклмнопрстуфхцчшщ",
+    "greek": "αβγδεζηθικλμνξοπρστυφχψωάέ",
+    "arabic": "ابتثجحخدذرزسشصضطظعغفقكلمنه",
+    "hebrew": "אבגדהוזחטיכלמנסעפצקרשתםןףץ",
+    "armenian": "աբգդեզէըթժիլխծկհձղճմյնշոչպ",
+    "georgian": "აბგდევზთიკლმნოპჟრსტუფქღყშჩ",
+    "devanagari": "कखगघङचछजझञटठडढणतथदधनपफबभमय",
+    "hiragana": "あいうえおかきくけこさしすせそたちつてとなにぬねのは",
+    "cjk": "一二三四五六七八九十人大小山川日月火水木金土中上下口",
+    "hangul": "가나다라마바사아자차카타파하거너더러머버서어저처커터",
+}
+_LATIN = "abcdefghijklmnopqrstuvwxyz"
+
+
+def transliterate(text: str, script: str) -> str:
+    """`text` with each ASCII letter replaced by the same-rank letter of `script` (upper case where it has one)."""
+    alphabet = SCRIPTS[script]
+    table = {ord(a): b for a, b in zip(_LATIN, alphabet)}
+    upper = {ord(a.upper()): b.upper() if len(b.upper()) == 1 else b for a, b in zip(_LATIN, alphabet)}
+    return text.translate(table | upper)
+
+
+def docstrings(source: bytes) -> list[str]:
+    """The module, class and function docstrings of one Python source file (none if it does not parse)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return [doc for node in ast.walk(tree) if isinstance(node, kinds) and (doc := ast.get_docstring(node))]
+
+
+def stdlib_sources() -> list[Path]:
+    """The stdlib's .py files in sorted path order (tests, idlelib and site-packages excluded)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    chunks, size = [], 0
-    for path in sorted(root.rglob("*.py")):
-        parts = set(path.relative_to(root).parts)
-        if parts & {"site-packages", "test", "tests", "idlelib", "__pycache__"}:
-            continue
+    skip = {"site-packages", "test", "tests", "idlelib", "__pycache__"}
+    return [p for p in sorted(root.rglob("*.py")) if not set(p.relative_to(root).parts) & skip]
+
+
+def read_corpus(limit: int, script_share: float = 0.0) -> bytes:
+    """The stdlib's .py files in sorted order, up to `limit` bytes, with a `script_share` of the bytes in other scripts.
+
+    After each file, while the transliterated bytes are below `script_share` of the corpus so far, that file's
+    docstrings follow, transliterated into the next script of SCRIPTS in turn (file order decides which).
+    """
+    chunks: list[bytes] = []
+    size = script_bytes = turn = 0
+    names = list(SCRIPTS)
+    for path in stdlib_sources():
         data = path.read_bytes()
         chunks.append(data)
-        size += len(data)
+        size += len(data) + 1
+        if script_share > 0 and script_bytes < script_share * size:
+            docs = docstrings(data)
+            if docs:
+                text = transliterate("\n\n".join(docs), names[turn % len(names)]).encode("utf-8")
+                turn += 1
+                chunks.append(text)
+                size += len(text) + 1
+                script_bytes += len(text) + 1
         if size >= limit:
             break
     return b"\n".join(chunks)[:limit]
@@ -178,7 +239,7 @@ def train_demo_pair(out: Path, recipe: Recipe | None = None, progress: bool = Fa
 
     recipe = recipe or Recipe()
     started = time.perf_counter()
-    data = np.frombuffer(read_corpus(recipe.corpus_bytes), dtype=np.uint8)
+    data = np.frombuffer(read_corpus(recipe.corpus_bytes, recipe.script_share), dtype=np.uint8)
     tokenizer = build_tokenizer()
     summary: dict[str, Any] = {"recipe": asdict(recipe), "corpus_bytes": int(data.size)}
     for label, shape, steps in (
