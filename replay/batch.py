@@ -102,9 +102,8 @@ def speculative_generate_batch(
             )
             p = distribution(t_logits, sampling)
             accepted, next_token = [0] * len(live), [0] * len(live)
-            for size, group in _by_size(
-                n, device
-            ):  # rows that drafted the same number of tokens verify together
+            # rows that drafted the same number of tokens verify together
+            for size, group in _by_size(n, device):
                 k_g, t_g = _verify(rule, d.ids[group, :size], d.q[group, :size], p[group, : size + 1],
                                    [live[c] for c in group.tolist()], generators)  # fmt: skip
                 for c, k, t in zip(group.tolist(), k_g, t_g):

@@ -98,9 +98,8 @@ class RaggedCache:
         ids = torch.tensor([c + [pad_id] * (width - len(c)) for c in chunks], dtype=torch.long, device=device)
         sizes = torch.tensor([len(c) for c in chunks], device=device)
         new_valid = torch.arange(width, device=device) < sizes[:, None]  # (B, W)
-        positions = self.valid.sum(-1, keepdim=True) + torch.arange(
-            width, device=device
-        )  # (B, W); holes: unused
+        # (B, W) each row's own positions: its count of valid slots so far (positions given to holes are unused)
+        positions = self.valid.sum(-1, keepdim=True) + torch.arange(width, device=device)
         mask = torch.cat([self.valid, new_valid], dim=1)  # (B, S + W)
         logits = forward(model, ids, self.kv, vocab_size, attention_mask=mask.long(), position_ids=positions)
         self.valid = mask
@@ -116,9 +115,8 @@ class RaggedCache:
         (rotary embeddings), so attention is unchanged: new tokens still come after every packed slot."""
         if 2 * int(self.valid.sum()) < self.valid.numel() and _packable(self.kv):
             counts = self.valid.sum(-1, keepdim=True)
-            order = torch.sort(
-                (~self.valid).to(torch.int8), dim=-1, stable=True
-            ).indices  # (B, S) valid slots first
+            # (B, S) per row: its valid slots first, in their order, then its holes
+            order = torch.sort((~self.valid).to(torch.int8), dim=-1, stable=True).indices
             for layer in self.kv.layers:
                 index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
                 layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
