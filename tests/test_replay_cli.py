@@ -177,8 +177,9 @@ def test_finding_replays_the_prompts_flag_picks(run, pair_dirs, tmp_path):
     assert missing.exit_code != 0 and "finding 7" in missing.stderr
 
 
-def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp_path):
-    """--batch-size 3 runs the rows together; each row's output and counts are its batch-1 ones, keys identical."""
+def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp_path, db):
+    """--batch-size 3 runs the rows together; each row's output and counts are its batch-1 ones, keys identical,
+    and --save stores them as it stores batch-1 runs."""
     path = tmp_path / "three.jsonl"
     records = [
         {"prompt_id": "code", "prompt": "def add(a, b):\n    return"},
@@ -188,11 +189,20 @@ def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     args = ("replay", "--target", pair_dirs[0], "--draft", pair_dirs[1], "--prompts", path, "--json",
             "--max-new-tokens", 10, "--device", "cpu", "--tau", 3)  # fmt: skip
-    one, three = run(*args), run(*args, "--batch-size", 3)
+    one, three = run(*args), run(*args, "--batch-size", 3, "--db", db, "--save")
     assert one.exit_code == 0 and three.exit_code == 0, three.stderr
-    for a, b in zip(json.loads(one.stdout)["results"], json.loads(three.stdout)["results"], strict=True):
+    batched = json.loads(three.stdout)["results"]
+    for a, b in zip(json.loads(one.stdout)["results"], batched, strict=True):
         assert set(a) == set(b) == KEYS
         for key in ("prompt_id", "output_token_ids", "output_text", "steps", "drafted", "accepted"):
             assert a[key] == b[key], key
         assert b["matches_target_only"] is True and b["draft_ms"] > 0 and b["target_only_ms"] > 0
+    con = duckdb.connect(str(db), read_only=True)
+    stored = con.execute(
+        "select r.prompt_id, r.steps, count(*), sum(s.drafted), sum(s.accepted) from replay_runs r"
+        " join replay_steps s using (run_id, prompt_id) group by all order by r.prompt_id"
+    ).fetchall()
+    assert stored == sorted(
+        (b["prompt_id"], b["steps"], b["steps"], b["drafted"], b["accepted"]) for b in batched
+    )
     assert run(*args, "--batch-size", 0).exit_code == 2
