@@ -1,10 +1,12 @@
-"""Time `recommend_from_store` on a large synthetic store built directly in DuckDB.
+"""Time `recommend_report` (what `specdiag recommend --json` computes) on a large synthetic store built in DuckDB.
 
     .venv/bin/python benchmarks/recommend_scale.py --steps 5000000 [--db /tmp/bench.duckdb] [--boot 200]
 
 Each request has 50 steps at tau 4 (10% control traffic at tau 0), acceptance i.i.d. with alpha by deployment
 (accepted = min(tau, floor(ln u / ln alpha)), a geometric prefix), batch sizes 1..64, verify and draft times from a
-known cost model. Prints the build time, the recommendation time and the peak resident memory.
+known cost model (5% noise). Prints the build time, the recommendation time (wall and CPU seconds, DuckDB's threads
+included) and the peak resident memory. To compare with an older commit on the same store without touching the
+working tree: `git worktree add /tmp/rec-base <commit>` and run its copy with `PYTHONPATH=/tmp/rec-base`.
 """
 
 from __future__ import annotations

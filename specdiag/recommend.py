@@ -128,12 +128,12 @@ def _load_units(
     finally:
         con.execute("drop table if exists recommend_histogram")
     out: dict[str, DeploymentUnits] = {}
-    for dep in sorted({k[0] for k in acceptance} | set(costs)):
+    for dep in dict.fromkeys([k[0] for k in acceptance] + sorted(costs)):  # in the SQL's group order
         unit_keys = [acceptance[k][0] for k in acceptance if k[0] == dep]
         cost = costs.get(dep)
         if cost is not None:
             unit_keys.append(cost[0])
-        keys = np.unique(np.concatenate(unit_keys))  # the deployment's units, sorted
+        keys = _distinct(np.sort(np.concatenate(unit_keys)))  # the deployment's units, sorted
         dep_units = DeploymentUnits(n_units=keys.size)
         for key, (g_keys, at_risk, accepted) in acceptance.items():
             if key[0] == dep:
@@ -144,26 +144,31 @@ def _load_units(
     return out, batches
 
 
+def _distinct(sorted_keys: np.ndarray) -> np.ndarray:
+    """Distinct values of a sorted array (np.unique without return_inverse took seconds on 1M sorted int64 keys)."""
+    return sorted_keys[np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])]
+
+
 def _acceptance_units(
     con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
 ) -> dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(deployment, *segment) -> (unit keys, at_risk, accepted), counts (units, max_pos) from the histogram."""
+    """(deployment, *segment) -> (unit keys, at_risk, accepted), counts (units, max_pos) from the histogram.
+
+    SQL numbers the groups and maps each unit (one row per unit) to its group; the histogram rows come back as they
+    are, unsorted, and numpy sends each to its unit by binary search (sorting and re-aggregating the millions of
+    histogram rows in SQL cost more).
+    """
     keys = ["u.deployment", *(f"r.{c}" for c in by)]  # c is from SEGMENT_COLUMNS
     names = ["deployment", *by]
     join = "join requests as r on r.rowid = u.unit_key" if by else ""  # windows carry no segment columns
+    match = " and ".join(f"g.{n} is not distinct from u.{n}" for n in names)
     con.execute(
         f"""
         create or replace temp table recommend_units as
-        with u as (
-            select unit_key, deployment, drafted, accepted, sum(steps) as steps
-            from recommend_histogram where drafted > 0 group by all
-        )
-        select {", ".join(f"{k} as {n}" for k, n in zip(keys, names))}, u.unit_key, u.drafted, u.accepted, u.steps
-        from u {join}
+        select u.unit_key, {", ".join(f"{k} as {n}" for k, n in zip(keys, names))}
+        from (select distinct unit_key, deployment from recommend_histogram where drafted > 0) as u {join}
         """
     )
-    # groups are numbered in a small table and joined back (cheaper than a window over every unit's row)
-    match = " and ".join(f"g.{n} is not distinct from u.{n}" for n in names)
     try:
         con.execute(
             f"""
@@ -173,31 +178,36 @@ def _acceptance_units(
             """
         )
         groups = con.execute(f"select grp, {', '.join(names)} from recommend_groups order by grp").fetchall()
-        cols = con.execute(
+        unit_groups = con.execute(
             f"""
-            select g.grp, u.unit_key, u.drafted, u.accepted, u.steps
-            from recommend_units as u join recommend_groups as g on {match}
-            order by g.grp, u.unit_key
+            select u.unit_key, g.grp from recommend_units as u join recommend_groups as g on {match}
+            order by u.unit_key
             """
         ).fetchnumpy()
     finally:
         con.execute("drop table if exists recommend_units")
         con.execute("drop table if exists recommend_groups")
+    rows = con.execute(
+        "select unit_key, drafted, accepted, steps from recommend_histogram where drafted > 0"
+    ).fetchnumpy()
+    unit_key = np.asarray(unit_groups["unit_key"], dtype=np.int64)  # sorted, one per unit
+    unit_grp = np.asarray(unit_groups["grp"], dtype=np.int64)
+    row_unit = np.searchsorted(unit_key, np.asarray(rows["unit_key"], dtype=np.int64))
+    row_unit = np.minimum(row_unit, max(unit_key.size - 1, 0))
+    # histogram rows of a unit outside every group (a window when segments are asked for) are left out
+    known = unit_key[row_unit] == rows["unit_key"] if unit_key.size else np.zeros(row_unit.size, dtype=bool)
+    drafted = np.asarray(rows["drafted"], dtype=np.int64)
+    accepted = np.asarray(rows["accepted"], dtype=np.int64)
+    steps = np.asarray(rows["steps"], dtype=float)
     out = {}
-    grp = np.asarray(cols["grp"], dtype=np.int64)
-    starts = np.searchsorted(grp, np.arange(len(groups)), side="left")
-    ends = np.searchsorted(grp, np.arange(len(groups)), side="right")
-    for (_, *key), lo, hi in zip(groups, starts, ends):
-        unit_keys, unit = np.unique(np.asarray(cols["unit_key"][lo:hi], dtype=np.int64), return_inverse=True)
-        at_risk, accepted = counts_by_unit(
-            unit,
-            np.asarray(cols["drafted"][lo:hi], dtype=np.int64),
-            np.asarray(cols["accepted"][lo:hi], dtype=np.int64),
-            np.asarray(cols["steps"][lo:hi], dtype=float),
-            unit_keys.size,
-            max_pos,
+    for grp, *key in groups:
+        members = np.flatnonzero(unit_grp == grp)  # the group's units, in key order
+        in_group = known & (unit_grp[row_unit] == grp)
+        unit = np.searchsorted(members, row_unit[in_group])  # index of each row's unit within the group
+        at_risk, acc = counts_by_unit(
+            unit, drafted[in_group], accepted[in_group], steps[in_group], members.size, max_pos
         )
-        out[tuple(key)] = (unit_keys, at_risk, accepted)
+        out[tuple(key)] = (unit_key[members], at_risk, acc)
     return out
 
 
@@ -333,6 +343,8 @@ def bootstrap_deployment(
     Weights enter only through matrix products (replicates, units) @ (units, statistics).
     """
     n = units.n_units
+    if not keys or n_boot <= 0:
+        return {k: np.empty((0, max_tau + 1)) for k in keys}
     cost_units = units.costs if refit else None
     models: list[Any] = []
     onehot = None
@@ -526,7 +538,7 @@ def _recommendations(
     out = []
     for dep, units in deployments.items():
         fit = fits.get(dep)
-        keys = sorted(units.groups, key=lambda k: tuple(str(v) for v in k))
+        keys = list(units.groups)  # groups in the SQL's order (deployment, then segment columns)
         if fit is None:
             out += [
                 {
