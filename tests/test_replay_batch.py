@@ -125,11 +125,21 @@ def test_rows_with_different_tau_limits_and_lengths(pair):
             assert_same_run(alone(pair, prompt, i, tau=tau, max_new_tokens=11), rows[i])
 
 
-def test_a_row_that_hits_eos_leaves_and_the_others_are_unchanged(pair):
+def test_a_row_that_hits_eos_leaves_and_the_others_are_unchanged(pair, monkeypatch):
     plain = [alone(pair, p, i).token_ids for i, p in enumerate(PROMPTS)]
     # an EOS id that row 0 emits mid-way and the other rows never emit
     eos = next(t for t in plain[0][2:-2] if all(t not in other for other in plain[1:]))
+    batch_rows = []  # rows in each forward pass of the batched loop
+    real_forward = RaggedCache.forward
+
+    def counting_forward(self, model, chunks, vocab_size, pad_id=0):
+        batch_rows.append(len(chunks))
+        return real_forward(self, model, chunks, vocab_size, pad_id)
+
+    monkeypatch.setattr(RaggedCache, "forward", counting_forward)
     rows = together(pair, PROMPTS, eos_token_id=eos)
+    # finished rows stop taking part in passes: the batch only shrinks
+    assert batch_rows[0] == 3 and batch_rows == sorted(batch_rows, reverse=True) and batch_rows[-1] < 3
     for i, prompt in enumerate(PROMPTS):
         assert_same_run(alone(pair, prompt, i, eos_token_id=eos), rows[i])
     assert rows[0].token_ids[-1] == eos and len(rows[0].token_ids) < NEW
