@@ -137,7 +137,9 @@ def test_log_tz_option_converts_engine_log_times_to_utc(run, db: Path, tmp_path:
     assert result.exit_code == 0, result.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         # Berlin is UTC+1 in winter: 23:59:50 local is 22:59:50 UTC
-        assert con.execute("select max(end_ts) from windows").fetchone() == (datetime(2025, 12, 31, 22, 59, 50),)
+        assert con.execute("select max(end_ts) from windows").fetchone() == (
+            datetime(2025, 12, 31, 22, 59, 50),
+        )
     bad = run("ingest", log, "--db", tmp_path / "other.duckdb", "--log-tz", "Mars/Olympus")
     assert bad.exit_code == 2
     assert "unknown time zone 'Mars/Olympus'" in bad.stderr and "Traceback" not in bad.stderr
