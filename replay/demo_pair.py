@@ -50,7 +50,7 @@ class Recipe:
     seq_len: int = 128
     learning_rate: float = 3e-3
     corpus_bytes: int = 4_000_000
-    script_share: float = 0.15  # bytes of transliterated docstrings (read_corpus)
+    script_share: float = 0.25  # share of the corpus bytes that are transliterated docstrings (read_corpus)
     corpus_version: int = 2  # bump when read_corpus changes: the cache key hashes the recipe
     seed: int = 0
 
