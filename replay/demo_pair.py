@@ -55,7 +55,8 @@ class Recipe:
     seed: int = 0
 
     def key(self) -> str:
-        """Cache key: the recipe and the Python version (its stdlib is the corpus)."""
+        """Cache key: the recipe (corpus version and script share included) and the Python version (its stdlib is
+        the corpus)."""
         text = json.dumps(asdict(self), sort_keys=True) + sys.version.split()[0]
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -141,9 +142,14 @@ def transliterate(text: str, script: str) -> str:
 def docstrings(source: bytes) -> list[str]:
     """The module, class and function docstrings of one Python source file (none if it does not parse)."""
     import ast
+    import warnings
 
     try:
-        tree = ast.parse(source)
+        with (
+            warnings.catch_warnings()
+        ):  # e.g. invalid escape sequences: the text is data here, not code to run
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
     kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
