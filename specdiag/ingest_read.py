@@ -22,7 +22,7 @@ import zstandard
 
 from specdiag.errors import InputError
 
-BLOCK_BYTES = 32 * 1024 * 1024
+BLOCK_BYTES = 16 * 1024 * 1024  # two blocks in flight (one parsed ahead); smaller blocks lower peak memory
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STDIN = "-"
