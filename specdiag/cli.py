@@ -52,6 +52,10 @@ def cli() -> None:
 
     Ingest traces and engine logs into a DuckDB store, find regressions and bottlenecks,
     replay flagged prompts, recommend tau, and write reports.
+
+    Environment: SPECDIAG_DB (the store, instead of --db), SPECDIAG_MEMORY_LIMIT (DuckDB memory
+    limit for every command, e.g. 1GB; DuckDB spills to disk beyond it), SPECDIAG_REDACT_KEY
+    (ingest --redact), SPECDIAG_CACHE (where the demo model pair is cached).
     """
 
 

@@ -47,7 +47,7 @@ from specdiag.ingest_store import (
     write_trace_rows,
 )
 from specdiag.ingest_trace import BlockRows, Rejected, parse_block, read_whole
-from specdiag.store import connect, insert_frame, table_columns, transaction
+from specdiag.store import MEMORY_ENV, connect, insert_frame, table_columns, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
@@ -454,7 +454,8 @@ def ingest_paths(
     check_time_zone(tz)
     con = connect(db)
     # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
-    con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
+    if not os.environ.get(MEMORY_ENV):
+        con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
     con.execute("set preserve_insertion_order = false")
     try:
         return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress, tz)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 from specdiag.errors import StoreError
 
 DEFAULT_DB = "specdiag.duckdb"
+MEMORY_ENV = "SPECDIAG_MEMORY_LIMIT"  # DuckDB memory limit for every connection, e.g. "1GB"
 SCHEMA_VERSION = 1
 
 # Grain and meaning of each table. Column names follow the glossary in docs/glossary.md.
@@ -381,6 +382,15 @@ def connect(
         raise StoreError(f"cannot open database {db}: {_first_line(exc)}") from exc
     # DuckDB's own progress bar would interleave with ours on stderr.
     con.execute("set enable_progress_bar = false")
+    limit = os.environ.get(MEMORY_ENV)
+    if limit:  # DuckDB spills joins and aggregates to disk beyond it (default: 80% of RAM)
+        try:
+            con.execute("set memory_limit = $limit", {"limit": limit})
+        except duckdb.Error as exc:
+            con.close()
+            raise StoreError(
+                f"${MEMORY_ENV}={limit!r} is not a memory size", hint="e.g. 1GB or 512MB"
+            ) from exc
     try:
         con.execute("set timezone = 'UTC'")  # needs the ICU extension; TIMESTAMP columns are UTC either way
     except duckdb.Error:

@@ -402,3 +402,20 @@ def test_insert_frame_maps_columns_and_lets_each_block_go(monkeypatch: pytest.Mo
     assert con.execute("select * from t order by a").fetchall() == [(10, "p", None), (20, "q", None)]
     with pytest.raises(ValueError, match="no column"):
         insert_frame(con, "t", pl.DataFrame({"x": [1]}), {"nope": "x"})
+
+
+def test_memory_limit_from_the_environment(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from specdiag.store import connect
+
+    f = write_lines(tmp_path / "t.jsonl", [request("a")])
+    monkeypatch.setenv("SPECDIAG_MEMORY_LIMIT", "300MB")
+    ingest_json(run, f, "--db", db)
+    con = connect(db, read_only=True)
+    limit = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    con.close()
+    assert limit.replace(" ", "") in ("286.1MiB", "300.0MB")  # DuckDB prints it in binary units
+    monkeypatch.setenv("SPECDIAG_MEMORY_LIMIT", "lots")
+    bad = run("summary", "--db", db)
+    assert bad.exit_code == 4 and "SPECDIAG_MEMORY_LIMIT='lots' is not a memory size" in bad.stderr
