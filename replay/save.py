@@ -45,6 +45,7 @@ def save_results(
                 _finite(r["acceptance_rate"]), _finite(r["mean_acceptance_length"]), r["draft_ms"], r["verify_ms"],
                 r["target_only_ms"], _finite(r["speedup"]), r["matches_target_only"], r["tv_max"], r["tv_mean"],
                 r["output_text"], json.dumps(r["first_divergence"]) if r.get("first_divergence") else None,
+                s.get("batch_size", 1),
             ]
         )  # fmt: skip
         for st in r["step_records"]:
@@ -68,7 +69,7 @@ def save_results(
                 )  # fmt: skip
     with transaction(con):
         if runs:
-            con.executemany(f"insert into replay_runs values ({', '.join(['?'] * 28)})", runs)
+            con.executemany(f"insert into replay_runs values ({', '.join(['?'] * 29)})", runs)
         if steps:
             con.executemany("insert into replay_steps values (?, ?, ?, ?, ?, ?, ?)", steps)
         if tokens:

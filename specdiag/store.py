@@ -199,7 +199,8 @@ create table if not exists replay_runs (
     tv_max         double,
     tv_mean        double,
     output_text    varchar,
-    first_divergence json
+    first_divergence json,
+    batch_size     integer                -- rows replayed together (--batch-size); draft/verify ms are shares
 );
 
 create table if not exists replay_steps (
@@ -400,8 +401,14 @@ def connect(
     return con
 
 
+# Columns added after a table first shipped: a store created earlier gains them (at the end, as in SCHEMA).
+ADDED_COLUMNS = ("alter table replay_runs add column if not exists batch_size integer",)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
+    for statement in ADDED_COLUMNS:
+        con.execute(statement)
     # fetchall, not fetchone: a half-read result keeps the connection busy for the next statement
     if con.execute("select count(*) from schema_info").fetchall()[0][0] == 0:
         con.execute("insert into schema_info values (?)", [SCHEMA_VERSION])

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,18 @@ def test_memory_limit_from_the_environment(
     monkeypatch.setenv("SPECDIAG_MEMORY_LIMIT", "lots")
     bad = run("summary", "--db", db)
     assert bad.exit_code == 4 and "SPECDIAG_MEMORY_LIMIT='lots' is not a memory size" in bad.stderr
+
+
+def test_a_store_created_before_a_column_was_added_gains_it(tmp_path: Path) -> None:
+    from specdiag.store import SCHEMA, connect
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    # replay_runs as it first shipped, without batch_size
+    con.execute(re.sub(r"first_divergence json,\n\s+batch_size[^\n]*", "first_divergence json", SCHEMA))
+    con.execute("insert into schema_info values (1)")
+    con.close()
+    connect(old).close()  # a writable open brings the schema up to date
+    with duckdb.connect(str(old), read_only=True) as con:
+        columns = [r[0] for r in con.execute("describe replay_runs").fetchall()]
+    assert columns[-1] == "batch_size"

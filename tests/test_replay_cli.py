@@ -205,4 +205,6 @@ def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp
     assert stored == sorted(
         (b["prompt_id"], b["steps"], b["steps"], b["drafted"], b["accepted"]) for b in batched
     )
+    assert con.execute("select distinct batch_size from replay_runs").fetchall() == [(3,)]
+    con.close()
     assert run(*args, "--batch-size", 0).exit_code == 2
