@@ -36,9 +36,11 @@ def _unseen(seq: list[int], drafted: list[int], held: int) -> list[int]:
     return seq[held:] + drafted[max(0, held - len(seq)) :]
 
 
-def _draw(probs: torch.Tensor, rows: list[int], generators: Generators) -> list[int]:
+def _draw(probs: torch.Tensor, rows: list[int], generators: Generators, greedy: bool) -> list[int]:
     """One token per row of probs (R, V); rows[r] is the prompt index whose generator row r uses."""
-    if isinstance(generators, list):
+    if greedy:  # one-hot rows: no generator is consumed, in batch 1 either
+        drawn = sample(probs, None, greedy=True)
+    elif isinstance(generators, list):
         drawn = torch.stack([sample(probs[r], generators[i]) for r, i in enumerate(rows)])
     else:
         drawn = sample(probs, generators)
@@ -185,7 +187,7 @@ def _propose(
         at = torch.tensor(active, device=device)
         last = logits[at, torch.tensor([len(chunks[c]) - 1 for c in active], device=device)]  # (A, V)
         q_j = distribution(last, sampling)
-        tokens = _draw(q_j, [live[c] for c in active], generators)
+        tokens = _draw(q_j, [live[c] for c in active], generators, sampling.greedy)
         for c, token in zip(active, tokens):
             d.held[c] += len(chunks[c])
             d.tokens[c].append(token)
@@ -234,7 +236,7 @@ def target_generate_batch(
     while live:
         with clock.measure("target", batch_step):
             logits = cache.forward(target, [seqs[i][-1:] for i in live], vocab_size)[:, -1]  # (R, V)
-            tokens = _draw(distribution(logits, sampling), live, generators)
+            tokens = _draw(distribution(logits, sampling), live, generators, sampling.greedy)
         top2 = logits.topk(2, dim=-1).values
         still = []
         for c, (i, margin) in enumerate(zip(live, (top2[:, 0] - top2[:, 1]).tolist())):

@@ -73,7 +73,7 @@ def speculative_generate(
                 unseen = (seq + drafted)[d_cache.get_seq_length() :]  # tokens the draft's cache lacks
                 logits = forward(draft, unseen, d_cache, vocab_size)[0, -1]  # (V,)
                 q_i = distribution(logits, sampling)
-                drafted.append(int(sample(q_i, generator)))
+                drafted.append(int(sample(q_i, generator, sampling.greedy)))
                 q_logits.append(logits)
                 q_rows.append(q_i)
         with clock.measure("verify", len(steps)):
@@ -187,7 +187,7 @@ def target_generate(
     while len(out) < max_new_tokens:
         with clock.measure("target", len(out)):
             logits = forward(target, seq[-1:], cache, vocab_size)[0, -1]
-            token = int(sample(distribution(logits, sampling), generator))
+            token = int(sample(distribution(logits, sampling), generator, sampling.greedy))
         top2 = logits.topk(2).values
         margins.append(float(top2[0] - top2[1]))
         seq.append(token)

@@ -42,8 +42,11 @@ def distribution(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return kept / kept.sum(-1, keepdim=True)
 
 
-def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token id per row of probs (..., V); a one-hot row (greedy) always yields its argmax."""
+def sample(probs: torch.Tensor, generator: torch.Generator | None, greedy: bool = False) -> torch.Tensor:
+    """One token id per row of probs (..., V). ``greedy``: the rows are one-hot (``distribution`` at temperature
+    0), so the draw is their argmax; taken directly, as ``torch.multinomial`` costs a kernel call per draw on CPU."""
+    if greedy:
+        return probs.argmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
