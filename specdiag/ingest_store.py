@@ -185,10 +185,6 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None =
     return rows[0][0] if rows else None
 
 
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(_scalar(con, f"select count(*) from {table}"))  # fixed table names only
-
-
 def update_totals(con: duckdb.DuckDBPyConnection) -> None:
     """Request totals from the stored steps of every request this file touched.
 

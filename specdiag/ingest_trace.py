@@ -125,11 +125,16 @@ def _has_non_object_line(data: bytes, starts: np.ndarray | None = None) -> bool:
 _INDENT = np.frombuffer(b" \t\r", dtype=np.uint8)
 
 
+def _read_options(data: bytes) -> pj.ReadOptions:
+    """pyarrow parses in chunks of this size on its threads: the whole input when under 16 MB, at least 1 MB."""
+    return pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24)))
+
+
 def _parse(data: bytes, schema: pa.Schema) -> pa.Table | None:
     try:
         return pj.read_json(
             io.BytesIO(data),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
+            read_options=_read_options(data),
             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -248,7 +253,7 @@ def _read_inferred(data: bytes) -> pa.Table | None:
     try:
         table = pj.read_json(
             io.BytesIO(data),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24))),
+            read_options=_read_options(data),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None

@@ -158,7 +158,8 @@ def _acceptance_units(
     are, unsorted, and numpy sends each to its unit by binary search (sorting and re-aggregating the millions of
     histogram rows in SQL cost more).
     """
-    keys = ["u.deployment", *(f"r.{c}" for c in by)]  # c is from SEGMENT_COLUMNS
+    by = _check_by(by)  # identifiers in the SQL below: only SEGMENT_COLUMNS
+    keys = ["u.deployment", *(f"r.{c}" for c in by)]
     names = ["deployment", *by]
     join = "join requests as r on r.rowid = u.unit_key" if by else ""  # windows carry no segment columns
     match = " and ".join(f"g.{n} is not distinct from u.{n}" for n in names)
@@ -269,7 +270,7 @@ def _draft_costs(cost: CostUnits) -> dict[str | None, float]:
 
 def _current_tau(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
     """Most common configured tau > 0 per (deployment, *segment); 0 when only control traffic was logged."""
-    keys = ", ".join(["deployment", *by])  # allow-listed identifiers
+    keys = ", ".join(["deployment", *_check_by(by)])  # identifiers: only SEGMENT_COLUMNS
     sql = f"select {keys}, coalesce(mode(tau) filter (where tau > 0), 0) from requests group by all"
     out = {tuple(row[:-1]): int(row[-1]) for row in con.execute(sql).fetchall()}
     if not by:

@@ -338,6 +338,8 @@ def insert_frame(
     ``duckdb_columns()``).
     """
     columns = table_columns(con, table)
+    if not columns:  # the identifiers below are the catalog's own: an unknown table name never reaches SQL
+        raise ValueError(f"no table {table!r} in the store")
     unknown = sorted(set(select) - set(columns))
     if unknown:
         raise ValueError(f"{table} has no column(s) {', '.join(unknown)}")

@@ -403,6 +403,8 @@ def test_insert_frame_maps_columns_and_lets_each_block_go(monkeypatch: pytest.Mo
     assert con.execute("select * from t order by a").fetchall() == [(10, "p", None), (20, "q", None)]
     with pytest.raises(ValueError, match="no column"):
         insert_frame(con, "t", pl.DataFrame({"x": [1]}), {"nope": "x"})
+    with pytest.raises(ValueError, match="no table"):  # a name not in the catalog never reaches the SQL text
+        insert_frame(con, "t; drop table t", pl.DataFrame({"x": [1]}), {})
 
 
 def test_memory_limit_from_the_environment(

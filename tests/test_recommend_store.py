@@ -379,3 +379,17 @@ def test_current_tau_falls_back_to_the_longest_draft_when_tau_is_not_logged(db: 
     con.close()
     assert rec["current_tau"] == 5
     assert any("no configured tau" in n for n in rec["notes"])
+
+
+def test_segment_identifiers_are_checked_where_they_enter_sql() -> None:
+    # every helper that writes a --by column into SQL text checks it against SEGMENT_COLUMNS itself
+    from specdiag.errors import UsageError
+    from specdiag.recommend import _acceptance_units, _current_tau
+
+    con = duckdb.connect()
+    for call in (
+        lambda: _current_tau(con, ("task from requests; --",)),
+        lambda: _acceptance_units(con, ("x",), 4),
+    ):
+        with pytest.raises(UsageError, match="not a segment column"):
+            call()
