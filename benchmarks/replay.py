@@ -1,12 +1,15 @@
 """Replay benchmark: our loop vs transformers' assisted generation vs the target alone, and acceptance by domain.
 
-Same pair, prompts and tau; greedy; CPU, batch 1. Each timing is the median of --repeats runs after a warm-up.
+Same pair, prompts and tau; greedy; batch 1 on the CPU by default (--device cuda on a GPU: CUDA-synchronised wall
+times). Each timing is the median of --repeats runs after a warm-up. --batch-sizes 1,8,16 adds the batched loop's
+throughput over all prompts (tokens per second at each batch size, every row checked equal to its batch-1 run).
 The measured speedup (target alone / speculative, wall time per generated token) is printed next to the speedup
 predicted by specdiag.speedup from the measured alpha (from the mean acceptance length) and the measured costs.
 
     .venv/bin/python benchmarks/replay.py                # demo pair; prints markdown tables and a JSON line
     .venv/bin/python benchmarks/replay.py --target DIR --draft DIR --tau 4 --max-new-tokens 64
     .venv/bin/python benchmarks/replay.py --acceptance-only    # only the acceptance-by-domain table (seconds)
+    python benchmarks/replay.py --device cuda --batch-sizes 1,4,16   # on a GPU
 """
 
 from __future__ import annotations
@@ -50,12 +53,15 @@ def random_byte_prompts(n: int = 4, length: int = 64, seed: int = 0) -> list[lis
     return [rng.integers(0, 256, size=length).tolist() for _ in range(n)]
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int, sync=lambda: None) -> float:
+    """Median wall ms of fn after one warm-up; sync() waits for queued GPU work (a no-op on the CPU)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1000.0)
     return statistics.median(times)
 
@@ -68,6 +74,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batch-sizes", default="", help="comma-separated: batched-loop throughput table")
     parser.add_argument(
         "--acceptance-only", action="store_true", help="skip the timings and the HF comparison"
     )
@@ -83,7 +92,9 @@ def main() -> None:
     from specdiag.speedup import CostModel, alpha_from_mal, speedup
 
     torch.set_num_threads(args.threads)
-    pair = load_pair(args.target, args.draft, device="cpu", dtype="float32", progress=True)
+    pair = load_pair(args.target, args.draft, device=args.device, dtype=args.dtype, progress=True)
+    sync = torch.cuda.synchronize if args.device == "cuda" else lambda: None
+    timed = lambda fn: median_ms(fn, args.repeats, sync)  # noqa: E731
     tok = pair.tokenizer
     encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     domains = {name: [encode(t) for t in texts] for name, texts in PROMPTS.items()}
@@ -106,7 +117,11 @@ def main() -> None:
     def hf(ids: list[int], assisted: bool) -> list[int]:
         extra = {"assistant_model": pair.draft} if assisted else {}
         out = pair.target.generate(
-            torch.tensor([ids]), do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new, **extra
+            torch.tensor([ids], device=pair.target.device),
+            do_sample=False,
+            max_new_tokens=n_new,
+            min_new_tokens=n_new,
+            **extra,
         )
         return out[0, len(ids) :].tolist()
 
@@ -140,20 +155,21 @@ def main() -> None:
 
         for entry in timing:
             prompts = domains[entry["domain"]]
-            ours = sum(median_ms(lambda ids=ids: speculative_generate(pair.target, pair.draft, ids, tau=args.tau,
-                       rule=Rule(), generator=None, **common), args.repeats) for ids in prompts)  # fmt: skip
-            assisted = sum(median_ms(lambda ids=ids: hf(ids, True), args.repeats) for ids in prompts)
-            alone_hf = sum(median_ms(lambda ids=ids: hf(ids, False), args.repeats) for ids in prompts)
-            alone_ours = sum(median_ms(lambda ids=ids: target_generate(pair.target, ids, generator=None, **common),
-                             args.repeats) for ids in prompts)  # fmt: skip
+            ours = sum(timed(lambda ids=ids: speculative_generate(pair.target, pair.draft, ids, tau=args.tau,
+                       rule=Rule(), generator=None, **common)) for ids in prompts)  # fmt: skip
+            assisted = sum(timed(lambda ids=ids: hf(ids, True)) for ids in prompts)
+            alone_hf = sum(timed(lambda ids=ids: hf(ids, False)) for ids in prompts)
+            alone_ours = sum(timed(lambda ids=ids: target_generate(pair.target, ids, generator=None, **common))
+                             for ids in prompts)  # fmt: skip
             entry.update(
                 ours_ms=ours, assisted_ms=assisted, target_alone_hf_ms=alone_hf, target_alone_ours_ms=alone_ours,
                 ours_vs_assisted=assisted / ours, measured_speedup=alone_hf / ours,
                 predicted_speedup=speedup(entry["alpha"], args.tau, cost),
             )  # fmt: skip
 
-    print(f"pair: {pair.target_name} / {pair.draft_name}; tau {args.tau}; {n_new} new tokens; "
-          f"{args.threads} threads; {len(domains['python code'])} prompts per domain; median of {args.repeats}")  # fmt: skip
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} threads"
+    print(f"pair: {pair.target_name} / {pair.draft_name}; tau {args.tau}; {n_new} new tokens; {where}; "
+          f"{args.dtype}; {len(domains['python code'])} prompts per domain; median of {args.repeats}")  # fmt: skip
     print(f"costs (ms): target floor {cost.floor_ms:.3f} + {cost.compute_ms:.4f} per token; "
           f"draft {cost.draft_ms_per_token:.3f} per token; c = {cost.cost_ratio():.3f}")  # fmt: skip
     print(
@@ -168,7 +184,50 @@ def main() -> None:
         print(f"| {e['domain']} | {e['acceptance_rate']:.3f} | {e['mean_acceptance_length']:.2f} | {e['alpha']:.3f} "
               f"| {e['ours_ms']:.0f} | {e['assisted_ms']:.0f} | {e['target_alone_hf_ms']:.0f} "
               f"| {e['ours_vs_assisted']:.2f} | {e['measured_speedup']:.2f} | {e['predicted_speedup']:.2f} |")  # fmt: skip
-    print("\n" + json.dumps({"cost": cost.to_dict(), "domains": timing}))
+    batched = []
+    if args.batch_sizes:
+        everything = [ids for prompts in domains.values() for ids in prompts]
+        batched = batch_throughput(pair, everything, args, common, timed)
+    print("\n" + json.dumps({"device": where, "dtype": args.dtype, "cost": cost.to_dict(), "domains": timing,
+                             "batched": batched}))  # fmt: skip
+
+
+def batch_throughput(pair, prompts: list[list[int]], args, common: dict, timed) -> list[dict]:
+    """Generated tokens per second of the batched loop over all prompts, run in chunks of each batch size; every
+    row is checked equal to its batch-1 run (greedy: the same tokens) before it is timed."""
+    import torch
+
+    from replay.batch import speculative_generate_batch
+    from replay.engine import speculative_generate
+    from replay.rules import Rule
+
+    def run(size: int) -> list:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(prompts), size):
+                out += speculative_generate_batch(pair.target, pair.draft, prompts[i : i + size], tau=args.tau,
+                                                  rule=Rule(), generators=None, **common)  # fmt: skip
+        return out
+
+    with torch.inference_mode():
+        single = [speculative_generate(pair.target, pair.draft, ids, tau=args.tau, rule=Rule(), generator=None,
+                                       **common).token_ids for ids in prompts]  # fmt: skip
+    rows = []
+    for size in [int(b) for b in args.batch_sizes.split(",")]:
+        same = sum(g.token_ids == s for g, s in zip(run(size), single))
+        ms = timed(lambda size=size: run(size))
+        tokens = len(prompts) * args.max_new_tokens
+        rows.append({"batch_size": size, "ms": ms, "tokens_per_s": tokens / ms * 1000.0,
+                     "rows_equal_to_batch_1": same, "rows": len(prompts)})  # fmt: skip
+    print(f"\nbatched loop over {len(prompts)} prompts ({args.max_new_tokens} new tokens each):\n")
+    print(
+        "| batch size | wall ms | generated tokens/s | rows equal to their batch-1 run |\n|---|---|---|---|"
+    )
+    base = rows[0]["tokens_per_s"]
+    for r in rows:
+        print(f"| {r['batch_size']} | {r['ms']:.0f} | {r['tokens_per_s']:.0f} ({r['tokens_per_s'] / base:.2f}x) "
+              f"| {r['rows_equal_to_batch_1']}/{r['rows']} |")  # fmt: skip
+    return rows
 
 
 def print_acceptance(pair, args, timing: list[dict]) -> None:

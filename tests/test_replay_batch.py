@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from replay import batch
 from replay.batch import speculative_generate_batch, target_generate_batch
@@ -23,30 +23,10 @@ from replay.engine import speculative_generate, target_generate
 from replay.models import Pair
 from replay.rules import Rule
 from replay.sampling import Sampling
+from tests.replay_models import DEVICE, VOCAB, generator, perturbed, tiny
 
-VOCAB = 48
 NEW = 16
 PROMPTS = [[3, 4, 5, 6, 7], [11], [40, 3, 17, 17, 17, 9, 30, 31]]
-
-
-def tiny(seed: int, attn: str = "sdpa") -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.4, eos_token_id=None,
-        bos_token_id=None, pad_token_id=0, attn_implementation=attn,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
-
-
-def perturbed(target: LlamaForCausalLM) -> LlamaForCausalLM:
-    draft = tiny(0, target.config._attn_implementation)
-    draft.load_state_dict(target.state_dict())
-    torch.manual_seed(7)
-    with torch.no_grad():
-        for w in draft.parameters():
-            w.add_(0.02 * torch.randn_like(w) * w.std())
-    return draft
 
 
 @functools.cache
@@ -70,13 +50,13 @@ def pair() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
 
 
 def gens(count: int, seed: int = 0) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
+    return [generator(seed + i) for i in range(count)]
 
 
 def alone(pair, prompt, seed, **kw):
     kw = {"tau": 4, "max_new_tokens": NEW, "sampling": Sampling(), "rule": Rule(), **kw}
     with torch.inference_mode():
-        return speculative_generate(*pair, prompt, generator=torch.Generator().manual_seed(seed), vocab_size=VOCAB,
+        return speculative_generate(*pair, prompt, generator=generator(seed), vocab_size=VOCAB,
                                     **kw)  # fmt: skip
 
 
@@ -164,7 +144,7 @@ def test_target_alone_batched_equals_batch_1(pair, sampling):
                                      vocab_size=VOCAB)  # fmt: skip
         for i, prompt in enumerate(PROMPTS):
             single = target_generate(pair[0], prompt, max_new_tokens=NEW, sampling=sampling,
-                                     generator=torch.Generator().manual_seed(i), vocab_size=VOCAB)  # fmt: skip
+                                     generator=generator(i), vocab_size=VOCAB)  # fmt: skip
             assert rows[i].token_ids == single.token_ids
             assert rows[i].logit_margins == pytest.approx(single.logit_margins, abs=1e-4)
 
@@ -198,14 +178,14 @@ def test_ragged_cache_rows_see_only_their_own_tokens():
     with torch.inference_mode():
         cache = RaggedCache(3, model.device)
         cache.forward(model, [[1, 2, 3], [4], []], VOCAB)
-        cache.keep(torch.tensor([1, 1, 0]))  # row 0 rolls back to [1]
+        cache.keep(torch.tensor([1, 1, 0], device=DEVICE))  # row 0 rolls back to [1]
         out = cache.forward(model, [[5, 6], [7], [8]], VOCAB)
         torch.testing.assert_close(out[0, 1], solo([1, 5, 6]))
         torch.testing.assert_close(out[1, 0], solo([4, 7]))
         torch.testing.assert_close(out[2, 0], solo([8]))
         assert cache.lengths() == [3, 2, 1]
         cache.select([0, 2])  # row 1 finished
-        cache.keep(torch.tensor([2, 1]))
+        cache.keep(torch.tensor([2, 1], device=DEVICE))
         cache.compact()
         out = cache.forward(model, [[9], [10]], VOCAB)
         torch.testing.assert_close(out[0, 0], solo([1, 5, 9]))
@@ -236,7 +216,7 @@ def test_replay_prompts_batch_size_gives_the_batch_1_results():
     from replay.api import PUBLIC_KEYS, replay_prompts
 
     target, draft = sdpa_pair()
-    models = Pair(target, draft, None, "t", "d", "cpu", "float32", VOCAB, None, None)
+    models = Pair(target, draft, None, "t", "d", DEVICE.type, "float32", VOCAB, None, None)
     records = [
         {"prompt_id": "a", "prompt_ids": PROMPTS[0]},
         {"prompt_id": "b", "prompt_ids": PROMPTS[1], "tau": 2},  # other settings: a batch of its own
@@ -284,7 +264,7 @@ def test_ragged_cache_packs_rows_when_holes_fill_it():
         cache = RaggedCache(2, model.device)
         cache.forward(model, [[1, 2, 3, 4, 5, 6], [7, 8]], VOCAB)
         cache.forward(model, [[9], [10, 11, 12, 13]], VOCAB)
-        cache.keep(torch.tensor([2, 6]))  # row 0 keeps [1, 2]; row 1 all six
+        cache.keep(torch.tensor([2, 6], device=DEVICE))  # row 0 keeps [1, 2]; row 1 all six
         cache.compact()  # 8 of 20 slots used: packed, then cropped to the longest row
         assert cache.valid.shape[1] == cache.kv.get_seq_length() == 6
         assert cache.lengths() == [2, 6]

@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from replay import engine
 from replay.engine import speculative_generate, target_generate
 from replay.rules import Rule
 from replay.sampling import Sampling
+from tests.replay_models import DEVICE, VOCAB, generator, perturbed, tiny
 
-VOCAB = 48
 NEW = 16
 PROMPTS = [[3, 4, 5, 6, 7], [11], [40, 2 + 1, 17, 17, 17, 9, 30, 31]]
-
-
-def tiny(seed: int) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.4, eos_token_id=None,
-        bos_token_id=None, pad_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,18 +33,13 @@ def one_thread():
 @pytest.fixture(scope="module")
 def models() -> dict[str, LlamaForCausalLM]:
     target = tiny(0)
-    perturbed = tiny(0)
-    torch.manual_seed(7)
-    with torch.no_grad():
-        for w in perturbed.parameters():
-            w.add_(0.02 * torch.randn_like(w) * w.std())
-    return {"target": target, "self": target, "other": tiny(1), "perturbed": perturbed}
+    return {"target": target, "self": target, "other": tiny(1), "perturbed": perturbed(target)}
 
 
 def spec(models, draft: str, prompt: list[int], tau: int = 4, **kw):
     kw.setdefault("sampling", Sampling())
     kw.setdefault("rule", Rule("strict"))
-    kw.setdefault("generator", torch.Generator().manual_seed(0))
+    kw.setdefault("generator", generator(0))
     with torch.inference_mode():
         return speculative_generate(
             models["target"], models[draft], prompt, tau=tau, max_new_tokens=NEW, vocab_size=VOCAB, **kw
@@ -65,7 +50,11 @@ def hf(models, prompt: list[int], assistant: str | None = None) -> list[int]:
     extra = {"assistant_model": models[assistant]} if assistant else {}
     with torch.inference_mode():
         out = models["target"].generate(
-            torch.tensor([prompt]), do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW, **extra
+            torch.tensor([prompt], device=DEVICE),
+            do_sample=False,
+            max_new_tokens=NEW,
+            min_new_tokens=NEW,
+            **extra,
         )
     return out[0, len(prompt) :].tolist()
 
@@ -144,7 +133,7 @@ def test_per_token_records_carry_probabilities_and_confidence(models):
 
 def sampled(models, rule: Rule, seed: int):
     return spec(models, "perturbed", PROMPTS[0], sampling=Sampling(1.0, 0.9), rule=rule,
-                generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                generator=generator(seed))  # fmt: skip
 
 
 def test_seeded_sampling_is_reproducible(models):

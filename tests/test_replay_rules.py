@@ -19,6 +19,7 @@ from scipy import stats
 from replay import rules
 from replay.rules import Rule, emitted_distribution, total_variation, verify
 from replay.sampling import Sampling, distribution
+from tests.replay_models import DEVICE
 
 N_DRAWS = 30_000
 TAU = 2
@@ -32,11 +33,13 @@ Q = torch.tensor([[0.15, 0.35, 0.10, 0.30, 0.10], [0.30, 0.10, 0.25, 0.05, 0.30]
 
 def position_pvalues(verify_fn, seed: int = 0) -> np.ndarray:
     """Chi-square goodness-of-fit p-value of the emitted token at each output position 0..tau against p_j."""
-    g = torch.Generator().manual_seed(seed)
-    drafts = torch.multinomial(Q, N_DRAWS, replacement=True, generator=g).T  # (N, tau) drawn from q
-    q = Q.expand(N_DRAWS, TAU, -1)
-    p = P.expand(N_DRAWS, TAU + 1, -1)
-    accepted, next_token = verify_fn(drafts, q, p, g)
+    g = torch.Generator(DEVICE).manual_seed(seed)
+    on = {"device": DEVICE}
+    drafts = torch.multinomial(Q.to(**on), N_DRAWS, replacement=True, generator=g).T  # (N, tau) drawn from q
+    q = Q.to(**on).expand(N_DRAWS, TAU, -1)
+    p = P.to(**on).expand(N_DRAWS, TAU + 1, -1)
+    accepted, next_token = (t.cpu() for t in verify_fn(drafts, q, p, g))
+    drafts = drafts.cpu()
     pvalues = []
     for j in range(TAU + 1):
         reached = accepted >= j
@@ -67,7 +70,9 @@ def test_rejection_result_holds_for_other_seeds():
 
 def always_accept(drafts, q, p, g):
     n = drafts.shape[1]
-    return torch.full((drafts.shape[0],), n), torch.multinomial(p[:, n], 1, generator=g).squeeze(-1)
+    return torch.full((drafts.shape[0],), n, device=p.device), torch.multinomial(
+        p[:, n], 1, generator=g
+    ).squeeze(-1)
 
 
 def swapped(drafts, q, p, g):
@@ -169,8 +174,8 @@ class ParityLM(torch.nn.Module):
 
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
-        self.log_table = table.log().float()  # (2, V, V)
-        self.device = torch.device("cpu")
+        self.log_table = table.log().float().to(DEVICE)  # (2, V, V)
+        self.device = DEVICE
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, cache=None):
         width = input_ids.shape[1]
@@ -200,7 +205,7 @@ def context_pvalues(rows: int = 1500, new_tokens: int = 20) -> tuple[int, np.nda
     with torch.inference_mode():
         runs = speculative_generate_batch(
             ParityLM(STUB_P), ParityLM(STUB_Q), prompts, tau=3, max_new_tokens=new_tokens, sampling=Sampling(1.0),
-            rule=Rule("rejection"), generators=torch.Generator().manual_seed(1), vocab_size=STUB_V,
+            rule=Rule("rejection"), generators=torch.Generator(DEVICE).manual_seed(1), vocab_size=STUB_V,
         )  # fmt: skip
     counts = np.zeros((2, STUB_V, STUB_V))
     for prompt, run in zip(prompts, runs):
