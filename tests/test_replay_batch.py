@@ -80,7 +80,8 @@ def assert_same_run(single, row) -> None:
         for x, y in zip(a.tokens, b.tokens):
             assert y["p"] == pytest.approx(x["p"], abs=1e-5) and y["q"] == pytest.approx(x["q"], abs=1e-5)
             assert y["entropy"] == pytest.approx(x["entropy"], abs=1e-4)
-        assert b.tv == pytest.approx(a.tv, abs=1e-6)
+        # TV sums |emitted - p| over the vocabulary in float32: batched GPU kernels move it by ~1e-6 (seen on an H200)
+        assert b.tv == pytest.approx(a.tv, abs=1e-5)
 
 
 @pytest.mark.parametrize("size", [2, 3])
@@ -232,7 +233,7 @@ def test_replay_prompts_batch_size_gives_the_batch_1_results():
         assert set(x) == set(y) and set(PUBLIC_KEYS) <= set(y)
         for key in set(PUBLIC_KEYS) - timing - {"tv_max", "tv_mean"}:
             assert x[key] == y[key], key
-        assert y["tv_max"] == pytest.approx(x["tv_max"], abs=1e-6)
+        assert y["tv_max"] == pytest.approx(x["tv_max"], abs=1e-5)
         assert y["draft_ms"] > 0 and y["verify_ms"] > 0 and math.isfinite(y["speedup"])
         assert [(s["drafted"], s["accepted"]) for s in x["step_records"]] == [
             (s["drafted"], s["accepted"]) for s in y["step_records"]
