@@ -3,10 +3,13 @@
 --   shadow-match rate, decode ms per output token) of speculative traffic (tau > 0). diagnose reads it to find
 --   change points and compare windows; every rate is sum(num) / sum(den) over requests. Series are per tau:
 --   acceptance_rate falls mechanically with a larger tau, so it is only compared between requests of the same tau.
--- grain: one row per (deployment, tau, dimension, value, hour); dimension 'deployment' (value '*') is the whole
---   deployment at that tau
+--   Each segment-hour is split by stratum (task x temperature bucket): diagnose compares acceptance within strata,
+--   so that a change of traffic mix is not read as a change of acceptance; summed over strata the rows are the
+--   segment's hourly totals.
+-- grain: one row per (deployment, tau, dimension, value, hour, stratum); dimension 'deployment' (value '*') is the
+--   whole deployment at that tau; stratum is 'task | temperature_bucket'
 -- params: none
--- columns: deployment, tau, dimension, value, hour, n, accepted, drafted, aa, ad, dd (acceptance sums: a = accepted,
+-- columns: deployment, tau, dimension, value, hour, stratum, n, accepted, drafted, aa, ad, dd (acceptance sums: a = accepted,
 --   d = drafted per request), q_n, q_sum, q_sq (quality), s_n, s_sum (shadow_match as 0/1), t_n, tok, ms, tt, tm, mm
 --   (decode ms per output token: d = output_tokens, a = decode_ms), verify_steps, output_tokens
 with req as (
@@ -14,7 +17,7 @@ with req as (
 ),
 
 spec as (
-    select * from req where tau > 0 and drafted > 0
+    select *, task || ' | ' || temperature_bucket as stratum from req where tau > 0 and drafted > 0
 ),
 
 grouped as (
@@ -33,6 +36,7 @@ grouped as (
         coalesce(task, target_model, draft_model, temperature_bucket, batch_bucket, prompt_length_bucket, '*')
             as value,
         hour,
+        stratum,
         count(*) as n,
         sum(accepted)::double as accepted,
         sum(drafted)::double as drafted,
@@ -54,13 +58,13 @@ grouped as (
         sum(output_tokens)::double as output_tokens
     from spec
     group by grouping sets (
-        (deployment, tau, hour),
-        (deployment, tau, task, hour),
-        (deployment, tau, target_model, hour),
-        (deployment, tau, draft_model, hour),
-        (deployment, tau, temperature_bucket, hour),
-        (deployment, tau, batch_bucket, hour),
-        (deployment, tau, prompt_length_bucket, hour)
+        (deployment, tau, hour, stratum),
+        (deployment, tau, task, hour, stratum),
+        (deployment, tau, target_model, hour, stratum),
+        (deployment, tau, draft_model, hour, stratum),
+        (deployment, tau, temperature_bucket, hour, stratum),
+        (deployment, tau, batch_bucket, hour, stratum),
+        (deployment, tau, prompt_length_bucket, hour, stratum)
     )
 ),
 
@@ -68,4 +72,4 @@ final as (
     select * from grouped
 )
 
-select * from final order by deployment, tau, dimension, value, hour
+select * from final order by deployment, tau, dimension, value, hour, stratum

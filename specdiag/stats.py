@@ -10,6 +10,11 @@ cluster-robust (linearised, "delta method") one with the request as cluster:
 
 which needs only the sufficient statistics n, A, D, S_aa, S_ad, S_dd that DuckDB aggregates per segment and hour.
 ``bootstrap_ratio_ci`` resamples requests and is the cross-check used in the tests.
+
+Two windows are compared within strata (``stratified``: task x temperature bucket in diagnose) and the strata's moves
+are averaged with fixed weights (direct standardisation): the difference is what acceptance did at one traffic mix,
+so a shift of the mix (more high-temperature traffic) is not read as a change, and the spread *between* strata
+(acceptance at temperature 0 vs 0.7) leaves the standard error.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from scipy import stats as sps
 FDR_Q = 0.05  # Benjamini-Hochberg false discovery rate across every tested segment
 MIN_REQUESTS = 30  # per side of a comparison; fewer and the normal approximation is not trusted
 MIN_TRIM = 0.05  # a change point is searched in the central [5%, 95%] of the series' variance time
+MIN_STRATUM = 10  # requests a stratum needs on each side to enter a stratified comparison
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,52 @@ class Comparison:
     se: float
     z: float
     p_value: float
+
+
+def stratified(
+    before: np.ndarray, after: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Directly standardised ratios of two sides, per column: (R_b, se_b, n_b, R_a, se_a, n_a).
+
+    ``before`` and ``after`` hold the sums (n, A, D, S_aa, S_ad, S_dd) of each stratum s, shape (6, S, K) for K
+    comparisons at once (the splits of a scan). A stratum enters when it has MIN_STRATUM requests on both sides; with
+    w_s = D_s / sum D over the entering strata (drafted tokens of both sides: the compared interval's mix),
+
+        R_b = sum_s w_s R_s,b,    var(R_b) = sum_s w_s^2 var(R_s,b)    (strata independent; same for the after side)
+
+    each R_s and var(R_s) the request-clustered ratio of ``ratio_from_sums``. A stratum seen on one side only (or
+    too thinly on one) says nothing about a change and is left out. When no stratum enters (a temperature change
+    that moved all of a task's traffic to another bucket), the pooled ratios of each side are returned instead:
+    then the change of mix is the change. With one stratum this is the plain comparison.
+    """
+    rb, sb = ratio_arrays(*before)
+    ra, sa = ratio_arrays(*after)
+    ok = (before[0] >= MIN_STRATUM) & (after[0] >= MIN_STRATUM)
+    ok &= np.isfinite(rb) & np.isfinite(ra) & np.isfinite(sb) & np.isfinite(sa)
+    tokens = before[2] + after[2]
+    kept = np.where(ok, tokens, 0.0).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(ok, tokens, 0.0) / kept
+        use = kept > 0
+        std_b, std_a = (np.where(ok, w * r, 0.0).sum(axis=0) for r in (rb, ra))
+        se_b, se_a = (np.sqrt(np.where(ok, (w * s) ** 2, 0.0).sum(axis=0)) for s in (sb, sa))
+    n_b, n_a = (np.where(ok, x[0], 0.0).sum(axis=0) for x in (before, after))
+    pb, psb = ratio_arrays(*before.sum(axis=1))
+    pa, psa = ratio_arrays(*after.sum(axis=1))
+    return (
+        np.where(use, std_b, pb),
+        np.where(use, se_b, psb),
+        np.where(use, n_b, before[0].sum(axis=0)),
+        np.where(use, std_a, pa),
+        np.where(use, se_a, psa),
+        np.where(use, n_a, after[0].sum(axis=0)),
+    )
+
+
+def compare_stratified(before: np.ndarray, after: np.ndarray) -> Comparison:
+    """``compare`` of the standardised ratios of two sides; ``before``/``after``: shape (6, S) stratum sums."""
+    rb, sb, nb, ra, sa, na = (float(x[0]) for x in stratified(before[:, :, None], after[:, :, None]))
+    return compare(Ratio(rb, sb, int(nb)), Ratio(ra, sa, int(na)))
 
 
 def compare(before: Ratio, after: Ratio) -> Comparison:
@@ -119,25 +171,29 @@ def change_point(
 ) -> ChangePoint | None:
     """Most likely single change in a ratio series of time buckets (binary segmentation's first split).
 
-    For every split k the request-clustered two-sample z of (buckets >= k) - (buckets < k) is computed from cumulative
-    sufficient statistics; the split with the largest |z| wins, and its p-value accounts for the search
-    (``scan_p_value``). Splits with fewer than ``min_requests`` on a side, or outside [trim, 1 - trim] of the
-    series' total variance, are not considered. Returns None when no split qualifies.
+    Each argument has shape (K,) for K time buckets, or (S, K) for S strata (``stratified``). For every split k the
+    request-clustered two-sample z of (buckets >= k) - (buckets < k) is computed from cumulative sufficient
+    statistics, within strata when there are several; the split with the largest |z| wins, and its p-value accounts
+    for the search (``scan_p_value``). Splits with fewer than ``min_requests`` on a side, or outside
+    [trim, 1 - trim] of the series' total variance, are not considered. Returns None when no split qualifies.
     """
-    k = len(n)
+    x = np.stack([np.atleast_2d(np.asarray(v, dtype=float)) for v in (n, a, d, aa, ad, dd)])  # (6, S, K)
+    k = x.shape[2]
     if k < 2:
         return None
-    cums = [np.cumsum(x)[:-1] for x in (n, a, d, aa, ad, dd)]
-    tots = [float(np.sum(x)) for x in (n, a, d, aa, ad, dd)]
-    rb, seb = ratio_arrays(*cums)
-    ra, sea = ratio_arrays(*[t - c for t, c in zip(tots, cums)])
+    cums = np.cumsum(x, axis=2)[:, :, :-1]  # before split j + 1: buckets 0..j
+    after = x.sum(axis=2, keepdims=True) - cums
+    rb, seb, _, ra, sea, _ = stratified(cums, after)
+    pooled = x.sum(axis=1)  # (6, K): the series' totals per bucket
+    n_before = np.cumsum(pooled[0])[:-1]
+    n_total = float(pooled[0].sum())
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (ra - rb) / np.hypot(seb, sea)
         # variance time: the share of the total residual variance before the split, under the pooled ratio
-        r_all = tots[1] / tots[2] if tots[2] > 0 else np.nan
-        resid = np.maximum(aa - 2 * r_all * ad + r_all**2 * dd, 0.0)
+        r_all = pooled[1].sum() / pooled[2].sum() if pooled[2].sum() > 0 else np.nan
+        resid = np.maximum(pooled[3] - 2 * r_all * pooled[4] + r_all**2 * pooled[5], 0.0)
         t = np.cumsum(resid)[:-1] / resid.sum()
-    ok = (cums[0] >= min_requests) & (tots[0] - cums[0] >= min_requests) & (t >= trim) & (t <= 1 - trim)
+    ok = (n_before >= min_requests) & (n_total - n_before >= min_requests) & (t >= trim) & (t <= 1 - trim)
     ok &= np.isfinite(z)
     if not ok.any():
         return None

@@ -270,7 +270,11 @@ def test_acceptance_up_and_quality_down_is_fast_but_wrong(db: Path) -> None:
     signal = found[0].evidence["signals"][0]
     assert signal["signal"].startswith("acceptance up")
     assert signal["quality"]["after"] < signal["quality"]["before"] - 0.1
-    assert "acceptance_regression" not in kinds(run_diagnose(db))
+    # the rise is not read as a regression (elsewhere in the fleet Benjamini-Hochberg may, by design, admit a chance
+    # dip among the ~16 true rises: 2-3 of 20 seeds of this fleet report one, before and after stratification)
+    regressions = [f for f in run_diagnose(db) if f.kind == "acceptance_regression"]
+    at = T0 + timedelta(hours=24)
+    assert not [f for f in regressions if abs(f.evidence["split"] - at) <= timedelta(hours=1)]
 
 
 def test_acceptance_near_one_at_temperature_and_same_model(db: Path) -> None:

@@ -1,17 +1,22 @@
 """Before/after comparisons of every segment: at its change points, or between two chosen windows.
 
 A segment is a deployment (dimension ``deployment``, value ``*``) or a deployment restricted to one value of one
-dimension (``task = code``). Its hourly series of sufficient statistics comes from queries/diagnose_segments.sql.
+dimension (``task = code``). Its hourly series of sufficient statistics comes from queries/diagnose_segments.sql, one
+row per hour and stratum (task x temperature bucket); acceptance_rate is compared within strata
+(``stats.stratified``), the other metrics on the hour's totals. A frame without a ``stratum`` column is one stratum.
 
 A series may hold several changes (two incidents a day apart, a rise then a drop). They are found by binary
 segmentation: the most likely change of the whole series is tested; when it is significant (p <= SPLIT_P), each side
 of it is searched again the same way, down to MAX_DEPTH levels. At every level the candidate split comes from two
-places, and its p-value is the Bonferroni combination of both, p = min(1, 2 min(p_scan, k p_config)):
+places, and its p-value is their weighted Bonferroni combination, p = min(1, p_scan / (1 - W), k p_config / W)
+with W = CONFIG_WEIGHT:
 - the scan: the split of largest |z| over every hour of the interval (``stats.change_point``, p corrected for the
   search);
 - the k configuration changes inside the interval (a new draft_model, target_model, temperature or acceptance value
   appearing mid-range): a plain z test at each, the hour holding the change left out of both sides. Testing where
-  the configuration changed costs far less power than searching every hour.
+  the configuration changed costs far less power than searching every hour, and most regressions start with a
+  rollout, so the configuration changes get the larger share W of the level (the union bound holds for any fixed
+  W).
 Each found change compares the interval's hours before it with its hours after it (up to the neighbouring changes),
 so a later change is measured against the level the series had settled at, not against the whole history.
 """
@@ -54,6 +59,10 @@ class Segment:
 # with probability 1 - SPLIT_P and nothing more is tested, so healthy fleets add (almost) no tests to BH's family.
 SPLIT_P = 0.05
 MAX_DEPTH = 3
+# Share of a split's test level given to the configuration changes (the scan gets 1 - CONFIG_WEIGHT): weighted
+# Bonferroni, p = min(p_scan / (1 - W), k p_config / W).
+CONFIG_WEIGHT = 0.8
+STRATUM = "stratum"  # the column that splits a segment's hour by task x temperature bucket
 
 
 @dataclass
@@ -65,8 +74,10 @@ class SegmentTest:
     acceptance: Comparison
     p_value: float  # scan-corrected when the split was searched for, else the plain two-sided z test
     hours: np.ndarray  # the compared interval's hour stamps
-    frame: pl.DataFrame  # the compared interval's rows, one per hour (between the neighbouring changes)
-    series: pl.DataFrame  # the segment's whole series, one row per hour
+    frame: (
+        pl.DataFrame
+    )  # the compared interval's rows, per hour and stratum (between the neighbouring changes)
+    series: pl.DataFrame  # the segment's whole series, per hour and stratum
     q_value: float = float("nan")  # Benjamini-Hochberg adjusted across every tested segment
     before_end: datetime | None = None  # the before side ends here (default: at split)
 
@@ -75,10 +86,33 @@ class SegmentTest:
 
 
 def series(frame: pl.DataFrame) -> Iterator[tuple[Segment, pl.DataFrame]]:
-    """Each segment's hourly rows, sorted by hour."""
+    """Each segment's rows, sorted by hour, except a child segment that can never be reported (``redundant``)."""
     keys = ["deployment", "tau", "dimension", "value"]
+    totals = frame.group_by(keys).agg(pl.col("n").sum())
+    parents = {
+        (r["deployment"], r["tau"]): r["n"]
+        for r in totals.filter(pl.col("dimension") == "deployment").iter_rows(named=True)
+    }
     for key, rows in frame.sort("hour").group_by(keys, maintain_order=True):
-        yield Segment(str(key[0]), int(key[1]), str(key[2]), str(key[3])), rows
+        seg = Segment(str(key[0]), int(key[1]), str(key[2]), str(key[3]))
+        if not redundant(seg, float(rows["n"].sum()), parents.get((seg.deployment, seg.tau))):
+            yield seg, rows
+
+
+def redundant(seg: Segment, n: float, parent_n: float | None) -> bool:
+    """A child holding all but fewer than MIN_REQUESTS of its deployment's requests (a single target_model, say).
+
+    It is the deployment's test again (or nearly), and regression.explain never reports it (the rest of the
+    deployment is too small to compare), so testing it would only enlarge Benjamini-Hochberg's family. The filter
+    reads request counts, never acceptance, so it leaves the remaining tests' null distributions alone (independent
+    filtering: Bourgon, Gentleman and Huber 2010, PNAS 107:9546).
+    """
+    return seg.dimension != "deployment" and parent_n is not None and parent_n - n < stats.MIN_REQUESTS
+
+
+def hour_values(rows: pl.DataFrame) -> np.ndarray:
+    """The distinct hours of ``rows``, sorted."""
+    return rows["hour"].unique().sort().to_numpy()
 
 
 def sums(rows: pl.DataFrame, metric: str) -> Ratio:
@@ -87,13 +121,27 @@ def sums(rows: pl.DataFrame, metric: str) -> Ratio:
     return stats.ratio_from_sums(*vals)
 
 
+def compare(before: pl.DataFrame, after: pl.DataFrame, metric: str) -> Comparison:
+    """after vs before: acceptance_rate within strata (``stats.compare_stratified``), other metrics pooled."""
+    if metric != "acceptance_rate" or STRATUM not in before.columns:
+        return stats.compare(sums(before, metric), sums(after, metric))
+    cols = list(METRICS[metric])
+    sides = [
+        side.group_by(STRATUM).agg([pl.col(c).fill_null(0).sum() for c in cols]) for side in (before, after)
+    ]
+    both = sides[0].join(sides[1], on=STRATUM, how="full", coalesce=True, suffix="_after").fill_null(0)
+    b = both.select(cols).to_numpy().T.astype(float)  # (6, strata)
+    a = both.select([f"{c}_after" for c in cols]).to_numpy().T.astype(float)
+    return stats.compare_stratified(b, a)
+
+
 def compare_at(
     rows: pl.DataFrame, metric: str, split: datetime, before_end: datetime | None = None
 ) -> Comparison:
     """Hours before ``before_end`` (default ``split``) against hours from ``split`` on."""
     before = rows.filter(pl.col("hour") < (before_end or split))
     after = rows.filter(pl.col("hour") >= split)
-    return stats.compare(sums(before, metric), sums(after, metric))
+    return compare(before, after, metric)
 
 
 def compare_windows(
@@ -102,11 +150,22 @@ def compare_windows(
     """Hours with start <= hour < end on each side (windows are compared at hour granularity)."""
     before = rows.filter((pl.col("hour") >= baseline[0]) & (pl.col("hour") < baseline[1]))
     after = rows.filter((pl.col("hour") >= window[0]) & (pl.col("hour") < window[1]))
-    return stats.compare(sums(before, metric), sums(after, metric))
+    return compare(before, after, metric)
 
 
-def _arrays(rows: pl.DataFrame, metric: str) -> tuple[np.ndarray, ...]:
-    return tuple(rows[c].fill_null(0).to_numpy().astype(float) for c in METRICS[metric])
+def _arrays(rows: pl.DataFrame, metric: str, hours: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The sums of ``metric`` per (stratum, hour), each of shape (S, len(hours)); one stratum for other metrics."""
+    cols = METRICS[metric]
+    stratified = metric == "acceptance_rate" and STRATUM in rows.columns
+    strata = rows[STRATUM].cast(pl.Utf8).fill_null("").to_numpy() if stratified else np.zeros(rows.height)
+    names, s_idx = np.unique(strata, return_inverse=True)
+    h_idx = np.searchsorted(hours, rows["hour"].to_numpy())
+    out = []
+    for c in cols:
+        x = np.zeros((len(names), len(hours)))
+        np.add.at(x, (s_idx, h_idx), rows[c].fill_null(0).to_numpy().astype(float))
+        out.append(x)
+    return tuple(out)
 
 
 def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]]]:
@@ -142,12 +201,13 @@ def best_split(
     metric: str = "acceptance_rate",
 ) -> SegmentTest | None:
     """The most likely single change within ``rows`` (a contiguous run of hours): scan or configuration change."""
-    n, a, d, aa, ad, dd = _arrays(rows, metric)
+    hour_list = rows["hour"].unique().sort()
+    hours = hour_list.to_numpy()
+    n, a, d, aa, ad, dd = _arrays(rows, metric, hours)
     cp = stats.change_point(n, a, d, aa, ad, dd)
-    hours = rows["hour"].to_numpy()
     best: SegmentTest | None = None
     if cp is not None:
-        split = rows["hour"][cp.index]
+        split = hour_list[cp.index]
         best = SegmentTest(seg, split, compare_at(rows, metric, split), cp.p_value, hours, rows, series_rows)
     first, last = rows["hour"].min(), rows["hour"].max()
     inside = [(b, s) for b, s in splits if first < b and s <= last]  # type: ignore[operator]
@@ -158,12 +218,12 @@ def best_split(
             candidates.append((c.p_value, before_end, split, c))
     if candidates:
         p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
-        p_cfg = min(1.0, p_cfg * len(inside))
-        p_scan = best.p_value if best is not None else 1.0
+        p_cfg = min(1.0, p_cfg * len(inside) / CONFIG_WEIGHT)
+        p_scan = min(1.0, best.p_value / (1.0 - CONFIG_WEIGHT)) if best is not None else 1.0
         # report the configuration change's split when it is at least as good as the scan's, or strong alone
         if best is None or p_cfg <= p_scan or p_cfg <= 1e-3:
             best = SegmentTest(seg, split, c, p_cfg, hours, rows, series_rows, before_end=before_end)
-        best.p_value = min(1.0, 2.0 * min(p_cfg, p_scan))
+        best.p_value = min(p_cfg, p_scan)
     return best
 
 
@@ -185,7 +245,7 @@ def segment_changes(
         left = rows.filter(pl.col("hour") < (t.before_end or t.split))
         right = rows.filter(pl.col("hour") >= t.split)
         for side in (left, right):
-            if side.height >= 2:
+            if side["hour"].n_unique() >= 2:
                 out += segment_changes(seg, side, splits, metric, series_rows, depth + 1)
     return out
 
@@ -216,7 +276,7 @@ def between_neighbours(found: list[SegmentTest], metric: str = "acceptance_rate"
             rows = rows.filter(pl.col("hour") >= cuts[i - 1].split)
         if i + 1 < len(cuts):
             rows = rows.filter(pl.col("hour") < (cuts[i + 1].before_end or cuts[i + 1].split))
-        t.frame, t.hours = rows, rows["hour"].to_numpy()
+        t.frame, t.hours = rows, hour_values(rows)
         t.acceptance = compare_at(rows, metric, t.split, t.before_end)
     return found
 
@@ -238,7 +298,7 @@ def windows(
             | ((pl.col("hour") >= window[0]) & (pl.col("hour") < window[1]))
         )
         tests.append(
-            SegmentTest(seg, window[0], comparison, comparison.p_value, kept["hour"].to_numpy(), kept, kept)
+            SegmentTest(seg, window[0], comparison, comparison.p_value, hour_values(kept), kept, kept)
         )
     return tests
 

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from specdiag import stats
-from specdiag.diagnose.changepoint import METRICS, SPLIT_P, SegmentTest, compare_at
+from specdiag.diagnose.changepoint import METRICS, SPLIT_P, STRATUM, SegmentTest, compare_at
 from specdiag.diagnose.config_changes import coinciding
 from specdiag.findings import Finding
 from specdiag.stats import Comparison
@@ -46,14 +46,15 @@ def rest_of(
     before_end: datetime | None = None,
     metric: str = "acceptance_rate",
 ) -> Comparison:
-    """``outer``'s sums minus ``inner``'s (a segment and one of its children), hour by hour over ``outer``'s hours,
-    before vs after ``split``."""
+    """``outer``'s sums minus ``inner``'s (a segment and one of its children), hour by hour (and stratum by stratum)
+    over ``outer``'s hours, before vs after ``split``."""
     cols = list(dict.fromkeys(METRICS[metric]))
+    keys = ["hour", STRATUM] if STRATUM in outer.columns and STRATUM in inner.columns else ["hour"]
     rest = (
-        outer.select(["hour", *cols])
-        .join(inner.select(["hour", *cols]), on="hour", how="left", suffix="_child")
+        outer.select([*keys, *cols])
+        .join(inner.select([*keys, *cols]), on=keys, how="left", suffix="_child")
         .with_columns([(pl.col(k) - pl.col(f"{k}_child").fill_null(0)).alias(k) for k in cols])
-        .select(["hour", *cols])
+        .select([*keys, *cols])
     )
     return compare_at(rest, metric, split, before_end)
 
@@ -215,7 +216,7 @@ def decode_loss(t: SegmentTest) -> tuple[float, float]:
         return 1.0 + float(r["accepted"].sum()) / steps if steps > 0 else float("nan")
 
     mal_b, mal_a = mal(before), mal(after)
-    seconds = max(after.height, 1) * 3600.0  # hours with traffic after the split
+    seconds = max(after["hour"].n_unique(), 1) * 3600.0  # hours with traffic after the split
     tokens_per_s = float(after["output_tokens"].sum()) / seconds
     loss = 1.0 - mal_a / mal_b
     return loss, tokens_per_s * (mal_b / mal_a - 1.0)
