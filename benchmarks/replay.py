@@ -1,7 +1,8 @@
 """Replay benchmark: our loop vs transformers' assisted generation vs the target alone, and acceptance by domain.
 
 Same pair, prompts and tau; greedy; batch 1 on the CPU by default (--device cuda on a GPU: CUDA-synchronised wall
-times). Each timing is the median of --repeats runs after a warm-up. --batch-sizes 1,8,16 adds the batched loop's
+times). Each timing is the median of --repeats runs after a warm-up; the four ways of generating run in turn
+within each repeat, so a load change on a shared machine hits them alike. --batch-sizes 1,8,16 adds the batched loop's
 throughput over all prompts (tokens per second at each batch size, every row checked equal to its batch-1 run).
 The measured speedup (target alone / speculative, wall time per generated token) is printed next to the speedup
 predicted by specdiag.speedup from the measured alpha (from the mean acceptance length) and the measured costs.
@@ -55,15 +56,22 @@ def random_byte_prompts(n: int = 4, length: int = 64, seed: int = 0) -> list[lis
 
 def median_ms(fn, repeats: int, sync=lambda: None) -> float:
     """Median wall ms of fn after one warm-up; sync() waits for queued GPU work (a no-op on the CPU)."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+    return interleaved_ms({"fn": fn}, repeats, sync)["fn"]
+
+
+def interleaved_ms(fns: dict, repeats: int, sync=lambda: None) -> dict[str, float]:
+    """Median wall ms of each fn after one warm-up each, the fns run in turn within every repeat: a load change on
+    a shared machine then hits all of them alike, so their ratios stay comparable."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if r:  # repeat 0 is the warm-up
+                times[name].append((time.perf_counter() - t0) * 1000.0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -155,12 +163,17 @@ def main() -> None:
 
         for entry in timing:
             prompts = domains[entry["domain"]]
-            ours = sum(timed(lambda ids=ids: speculative_generate(pair.target, pair.draft, ids, tau=args.tau,
-                       rule=Rule(), generator=None, **common)) for ids in prompts)  # fmt: skip
-            assisted = sum(timed(lambda ids=ids: hf(ids, True)) for ids in prompts)
-            alone_hf = sum(timed(lambda ids=ids: hf(ids, False)) for ids in prompts)
-            alone_ours = sum(timed(lambda ids=ids: target_generate(pair.target, ids, generator=None, **common))
-                             for ids in prompts)  # fmt: skip
+            totals = {"ours": 0.0, "assisted": 0.0, "alone_hf": 0.0, "alone_ours": 0.0}
+            for ids in prompts:
+                ms = interleaved_ms({
+                    "ours": lambda ids=ids: speculative_generate(pair.target, pair.draft, ids, tau=args.tau,
+                                                                 rule=Rule(), generator=None, **common),
+                    "assisted": lambda ids=ids: hf(ids, True),
+                    "alone_hf": lambda ids=ids: hf(ids, False),
+                    "alone_ours": lambda ids=ids: target_generate(pair.target, ids, generator=None, **common),
+                }, args.repeats, sync)  # fmt: skip
+                totals = {k: totals[k] + ms[k] for k in totals}
+            ours, assisted, alone_hf, alone_ours = totals.values()
             entry.update(
                 ours_ms=ours, assisted_ms=assisted, target_alone_hf_ms=alone_hf, target_alone_ours_ms=alone_ours,
                 ours_vs_assisted=assisted / ours, measured_speedup=alone_hf / ours,
