@@ -80,32 +80,41 @@ class Comparison:
 
 def stratified(
     before: np.ndarray, after: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Directly standardised ratios of two sides, per column: (R_b, se_b, n_b, R_a, se_a, n_a).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised ratios of two sides at one set of stratum weights, per column: (R_b, se_b, n_b, R_a, se_a, n_a,
+    thin).
 
     ``before`` and ``after`` hold the sums (n, A, D, S_aa, S_ad, S_dd) of each stratum s, shape (6, S, K) for K
     comparisons at once (the splits of a scan). A stratum enters when it has MIN_STRATUM requests on both sides; with
-    w_s = D_s / sum D over the entering strata (drafted tokens of both sides: the compared interval's mix),
+    Mantel-Haenszel weights on its drafted tokens D (Greenland and Robins 1985, the weights of the stratified risk
+    difference), normalised over the entering strata,
 
+        w_s ~ D_s,b D_s,a / (D_s,b + D_s,a)
         R_b = sum_s w_s R_s,b,    var(R_b) = sum_s w_s^2 var(R_s,b)    (strata independent; same for the after side)
 
-    each R_s and var(R_s) the request-clustered ratio of ``ratio_from_sums``. A stratum seen on one side only (or
+    each R_s and var(R_s) the request-clustered ratio of ``ratio_from_sums``. The weight follows the stratum's share
+    of the traffic when the mix is steady (D_s,b / D_b = D_s,a / D_a) and shrinks a stratum seen thinly on one side,
+    whose ratio there is noisy and its variance poorly estimated (a scan's split near the end of a series); for
+    the thin side, w_s ~ D_s and var(R_b) is the residual sum over all its requests. A stratum seen on one side only (or
     too thinly on one) says nothing about a change and is left out. When no stratum enters (a temperature change
-    that moved all of a task's traffic to another bucket), the pooled ratios of each side are returned instead:
-    then the change of mix is the change. With one stratum this is the plain comparison.
+    that moved all of a task's traffic to another bucket: then the change of mix is the change; or a split near the
+    end of a series), the pooled ratios of each side are returned, as for a series without strata. When some enter
+    but hold fewer than MIN_REQUESTS requests on a side, the pooled ratios are returned too and ``thin`` is True: a
+    scan skips such a split, whose stratified z would rest on a few requests and whose pooled z on the mix. With
+    one stratum this is the plain comparison.
     """
     rb, sb = ratio_arrays(*before)
     ra, sa = ratio_arrays(*after)
     ok = (before[0] >= MIN_STRATUM) & (after[0] >= MIN_STRATUM)
     ok &= np.isfinite(rb) & np.isfinite(ra) & np.isfinite(sb) & np.isfinite(sa)
-    tokens = before[2] + after[2]
-    kept = np.where(ok, tokens, 0.0).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(ok, tokens, 0.0) / kept
-        use = kept > 0
+        mh = np.where(ok, before[2] * after[2] / (before[2] + after[2]), 0.0)
+        kept = mh.sum(axis=0)
+        w = mh / kept
         std_b, std_a = (np.where(ok, w * r, 0.0).sum(axis=0) for r in (rb, ra))
         se_b, se_a = (np.sqrt(np.where(ok, (w * s) ** 2, 0.0).sum(axis=0)) for s in (sb, sa))
     n_b, n_a = (np.where(ok, x[0], 0.0).sum(axis=0) for x in (before, after))
+    use = (n_b >= MIN_REQUESTS) & (n_a >= MIN_REQUESTS)
     pb, psb = ratio_arrays(*before.sum(axis=1))
     pa, psa = ratio_arrays(*after.sum(axis=1))
     return (
@@ -115,12 +124,13 @@ def stratified(
         np.where(use, std_a, pa),
         np.where(use, se_a, psa),
         np.where(use, n_a, after[0].sum(axis=0)),
+        ~use & (kept > 0),
     )
 
 
 def compare_stratified(before: np.ndarray, after: np.ndarray) -> Comparison:
     """``compare`` of the standardised ratios of two sides; ``before``/``after``: shape (6, S) stratum sums."""
-    rb, sb, nb, ra, sa, na = (float(x[0]) for x in stratified(before[:, :, None], after[:, :, None]))
+    rb, sb, nb, ra, sa, na, _ = (float(x[0]) for x in stratified(before[:, :, None], after[:, :, None]))
     return compare(Ratio(rb, sb, int(nb)), Ratio(ra, sa, int(na)))
 
 
@@ -174,8 +184,8 @@ def change_point(
     Each argument has shape (K,) for K time buckets, or (S, K) for S strata (``stratified``). For every split k the
     request-clustered two-sample z of (buckets >= k) - (buckets < k) is computed from cumulative sufficient
     statistics, within strata when there are several; the split with the largest |z| wins, and its p-value accounts
-    for the search (``scan_p_value``). Splits with fewer than ``min_requests`` on a side, or outside
-    [trim, 1 - trim] of the series' total variance, are not considered. Returns None when no split qualifies.
+    for the search (``scan_p_value``). Splits with fewer than ``min_requests`` on a side (or, with strata, a thin
+    stratified comparison), or outside [trim, 1 - trim] of the series' total variance, are not considered. Returns None when no split qualifies.
     """
     x = np.stack([np.atleast_2d(np.asarray(v, dtype=float)) for v in (n, a, d, aa, ad, dd)])  # (6, S, K)
     k = x.shape[2]
@@ -183,7 +193,7 @@ def change_point(
         return None
     cums = np.cumsum(x, axis=2)[:, :, :-1]  # before split j + 1: buckets 0..j
     after = x.sum(axis=2, keepdims=True) - cums
-    rb, seb, _, ra, sea, _ = stratified(cums, after)
+    rb, seb, _, ra, sea, _, thin = stratified(cums, after)
     pooled = x.sum(axis=1)  # (6, K): the series' totals per bucket
     n_before = np.cumsum(pooled[0])[:-1]
     n_total = float(pooled[0].sum())
@@ -194,7 +204,7 @@ def change_point(
         resid = np.maximum(pooled[3] - 2 * r_all * pooled[4] + r_all**2 * pooled[5], 0.0)
         t = np.cumsum(resid)[:-1] / resid.sum()
     ok = (n_before >= min_requests) & (n_total - n_before >= min_requests) & (t >= trim) & (t <= 1 - trim)
-    ok &= np.isfinite(z)
+    ok &= np.isfinite(z) & ~thin
     if not ok.any():
         return None
     zs = np.where(ok, np.abs(z), -1.0)

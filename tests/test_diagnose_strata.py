@@ -94,7 +94,7 @@ def test_standardised_rates_are_averages_of_the_strata(
     rng = np.random.default_rng(seed)
     b = _side(rng, [s[0] for s in strata], [s[2] for s in strata])
     a = _side(rng, [s[1] for s in strata], [s[3] for s in strata])
-    rb, sb, nb, ra, sa, na = (float(x[0]) for x in stats.stratified(b[:, :, None], a[:, :, None]))
+    rb, sb, nb, ra, sa, na, _ = (float(x[0]) for x in stats.stratified(b[:, :, None], a[:, :, None]))
     for value, side in ((rb, b), (ra, a)):
         if not np.isfinite(value):
             continue
