@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from specdiag import stats  # noqa: E402
-from specdiag.diagnose import diagnose  # noqa: E402
+from specdiag.diagnose import changepoint, data, diagnose  # noqa: E402
 from specdiag.ingest import ingest_paths  # noqa: E402
 from specdiag.simulate import simulate  # noqa: E402
 from specdiag.simulate.acceptance import step_weighted_reach  # noqa: E402
@@ -179,6 +179,9 @@ def power_run(
         {"at": at},
     ).fetchone()
     pooled, stratified = segment_comparisons(con, at)
+    family = len(
+        changepoint.detect(data.segments(con), data.config(con))
+    )  # the tests Benjamini-Hochberg adjusts
     con.close()
     hits = [f for f in found if f.kind == "acceptance_regression"]
     return {
@@ -199,6 +202,7 @@ def power_run(
         "se_pooled": pooled.se,
         "se_stratified": stratified.se,
         "realised_drop_stratified": -stratified.diff,
+        "tests": family,
     }
 
 
@@ -270,6 +274,7 @@ def calibrate(
                 "mean_request_sd": sum(r["request_sd_before"] for r in runs) / n,
                 "mean_se_pooled": sum(r["se_pooled"] for r in runs) / n,
                 "mean_se_stratified": sum(r["se_stratified"] for r in runs) / n,
+                "tests": [min(r["tests"] for r in runs), max(r["tests"] for r in runs)],
                 "detection_rate": sum(r["detected"] for r in runs) / n,
                 "false_alarm_rate": sum(bool(r["false_alarms"]) for r in runs) / n,
             }
@@ -288,7 +293,11 @@ def main() -> None:
     ap.add_argument("--power-requests", type=int, default=3000, help="power fleet requests per run")
     ap.add_argument("--drop", type=float, default=0.05, help="drop in main/code's true acceptance_rate")
     ap.add_argument(
-        "--code-share", type=float, nargs="+", default=[0.12, 0.24], help="segment shares of main"
+        "--code-share",
+        type=float,
+        nargs="*",
+        default=[0.12, 0.24],
+        help="segment shares of main (none: no power runs)",
     )
     ap.add_argument(
         "--difficulty",
