@@ -63,6 +63,7 @@ class FileStats:
     compression: str = "none"
     skipped: bool = False  # same content already in the ledger
     reader: str = ""  # trace files: "duckdb" (the one-pass path, ingest_duckdb) or "blocks" (ingest_trace)
+    why_blocks: str = ""  # why the one-pass path left a trace file to the block path
     lines: int = 0
     stored_lines: int = 0
     requests: int = 0
@@ -422,7 +423,8 @@ def _ingest_clean(
     """
     try:
         prepared = ingest_duckdb.prepare(con, source, on_progress)
-    except ingest_duckdb.NotProvable:
+    except ingest_duckdb.NotProvable as exc:
+        stats.why_blocks = str(exc)
         return False
     file_id = prepared.fingerprint  # of the content read: a plain file may have changed since it was hashed
     if file_id != hashed and (previous := already_ingested(con, file_id)) is not None:
@@ -437,9 +439,9 @@ def _ingest_clean(
             stats.stored_lines, stats.duplicates = counts.stored_lines, counts.duplicates
             stats.reader = "duckdb"
             write_ledger(con, _ledger_row(file_id, stats))
-    except ingest_duckdb.NotProvable:
+    except ingest_duckdb.NotProvable as exc:
         stats.lines = stats.blank = stats.requests = stats.steps = stats.stored_lines = stats.duplicates = 0
-        stats.reader = ""
+        stats.reader, stats.why_blocks = "", str(exc)
         return False
     return True
 

@@ -56,11 +56,13 @@ class NotProvable(Exception):
 
 @dataclass
 class Plan:
-    """What the inference found: the type each present field is read as."""
+    """What the inference found: the type each present field is read as ("JSON[]": lists that must be empty)."""
 
     top: dict[str, str]  # top-level field -> DuckDB type
     step: dict[str, str]  # nested step field -> DuckDB type
-    empty_lists: list[str]  # top-level list fields read as JSON[] that must hold only empty lists
+
+
+_EMPTY = "JSON[]"  # a list field with no element anywhere in the file (the checks require every list empty)
 
 
 def _read_args(compression: str) -> str:
@@ -75,10 +77,15 @@ def _kind_type(name: str, kind: str, inferred: str) -> str:
     """The type a field of ``kind`` is read as, given what inference saw; NotProvable if its values do not fit."""
     if inferred == _NULL:  # every value null: nothing is cast
         return "VARCHAR" if kind == "ts" else _FITS[kind][1]
-    if kind == "ts":  # text or epoch seconds, one of the two for the whole file
+    if inferred == _EMPTY and kind in (
+        "ints",
+        "probs",
+    ):  # no element anywhere (checked to be empty after the read)
+        return _EMPTY
+    if kind == "ts":  # text or epoch seconds (JSON: both occur; each value is judged by its own JSON type)
         if inferred in _TEXT:
             return "VARCHAR"
-        if inferred in ("BIGINT", "DOUBLE"):
+        if inferred in ("BIGINT", "DOUBLE", "JSON"):
             return inferred
     elif inferred in _FITS[kind][0]:
         return _FITS[kind][1]
@@ -92,22 +99,16 @@ def plan(con: duckdb.DuckDBPyConnection, path: str, compression: str) -> Plan:
     )
     top: dict[str, str] = {}
     step: dict[str, str] = {}
-    empty_lists: list[str] = []
     for name, dtype in zip(rel.columns, rel.types):
         inferred = str(dtype)
         if name not in _TOP:
             raise NotProvable(f"field {name!r} outside the format (kept in extra by the block path)")
         kind = _TOP[name][0]
         if kind != "steps":
-            if inferred == "JSON[]" and kind in ("ints", "probs"):  # empty lists only, checked after the read
-                top[name] = "JSON[]"
-                empty_lists.append(name)
-            else:
-                top[name] = _kind_type(name, kind, inferred)
+            top[name] = _kind_type(name, kind, inferred)
             continue
-        if inferred in (_NULL, "JSON[]"):  # no step object anywhere: null or lists checked to be empty
-            top[name] = "JSON[]"
-            empty_lists.append(name)
+        if inferred in (_NULL, _EMPTY):  # no step object anywhere: null or lists checked to be empty
+            top[name] = _EMPTY
             continue
         element: Any = cast(Any, dtype).children[0][1] if cast(Any, dtype).id == "list" else None
         if element is None or element.id != "struct":
@@ -120,7 +121,7 @@ def plan(con: duckdb.DuckDBPyConnection, path: str, compression: str) -> Plan:
             step[child] = _kind_type(f"steps[].{child}", STEP_FIELDS[child][0], str(ctype))
         children = ", ".join(f"{_quote(c)} {t}" for c, t in step.items())
         top[name] = f"STRUCT({children})[]"
-    return Plan(top, step, empty_lists)
+    return Plan(top, step)
 
 
 def _quote(name: str) -> str:
@@ -184,6 +185,13 @@ create or replace temp macro _ts_text_us(t) as (
 create or replace temp macro _ts_epoch_us(t) as (
     case when t >= 0 and t < {_EPOCH_FAST_MAX!r} then round_even(t * 1e6, 0)::bigint end
 );
+create or replace temp macro _ts_json_us(j) as (
+    case json_type(j)
+        when 'VARCHAR' then _ts_text_us(j ->> '$')
+        when 'UBIGINT' then _ts_epoch_us(j::ubigint::double)
+        when 'DOUBLE' then _ts_epoch_us(j::double)
+    end
+);
 """
 
 
@@ -191,6 +199,8 @@ def _ts_us(col: str, dtype: str | None) -> str:
     """SQL for the microseconds of a ts column read as ``dtype`` (None: absent)."""
     if dtype is None:
         return "null::bigint"
+    if dtype == "JSON":
+        return f"_ts_json_us({col})"
     return f"_ts_text_us({col})" if dtype == "VARCHAR" else f"_ts_epoch_us({col})"
 
 
@@ -209,7 +219,8 @@ def _range_ok(col: str, kind: str, rng: tuple[float, float, bool] | None) -> str
         return f"({finite}{x} {'>' if low_open else '>='} {_num(low)} and {x} <= {_num(high)})"
 
     if kind in ("ints", "probs"):  # every element present and inside
-        return f"({col} is null or list_bool_and(list_transform({col}, lambda x: coalesce({inside('x')}, false))))"
+        each = f"list_transform({col}, lambda x: coalesce({inside('x')}, false))"
+        return f"({col} is null or coalesce(list_bool_and({each}), true))"  # an empty list passes
     return f"({col} is null or {inside(col)})"
 
 
@@ -226,7 +237,9 @@ def _fields_ok(
         if name in fields and name in present:
             conds.append(f"coalesce({prefix}{_quote(name)} <> '', true)")
     for name, (kind, rng) in fields.items():
-        if name in present and kind not in ("ts", "steps", "str", "bool"):
+        if name in present and present[name] == _EMPTY:
+            conds.append(f"coalesce(len({prefix}{_quote(name)}) = 0, true)")
+        elif name in present and kind not in ("ts", "steps", "str", "bool"):
             conds.append(_range_ok(prefix + _quote(name), kind, rng))
     if "accepted" in present and "drafted" in present:
         conds.append(f"coalesce({prefix}accepted <= {prefix}drafted, true)")
@@ -248,13 +261,14 @@ def check_rows(con: duckdb.DuckDBPyConnection, p: Plan) -> None:
     flat = _fields_ok(FLAT_STEP_FIELDS, ("request_id", "step", "drafted", "accepted"), top)
     flat += [f"{_quote(n)} is null" for n in absent["step"]]
     ts_ok = f"(ts is null or {_ts_us('ts', top.get('ts'))} is not null)" if "ts" in top else "true"
-    empty = [f"coalesce(len({_quote(n)}) = 0, true)" for n in p.empty_lists]
     steps_ok = "true"
-    if "steps" in top and "steps" not in p.empty_lists:  # no null step objects
+    if top.get("steps") == _EMPTY:
+        steps_ok = "coalesce(len(steps) = 0, true)"
+    elif "steps" in top:  # no null step objects
         steps_ok = "coalesce(list_count(steps) = len(steps), true)"
     row_ok = (
         f"case {ev} when 'request' then {' and '.join(req)} when 'step' then {' and '.join(flat)} else false end"
-        f" and {ts_ok} and {steps_ok}" + "".join(f" and {e}" for e in empty)
+        f" and {ts_ok} and {steps_ok}"
     )
     bad = con.execute(f"select count(*) filter (where not coalesce({row_ok}, false)) from _raw").fetchone()
     if bad is None or bad[0]:
@@ -287,7 +301,12 @@ class Counts:
 
 
 def _col(present: dict[str, str], name: str, prefix: str = "") -> str:
-    return f"{prefix}{_quote(name)}" if name in present else "null"
+    """A field as SQL: null when absent, a list with no element anywhere as the list type it is stored as."""
+    if name not in present:
+        return "null"
+    if present[name] == _EMPTY:
+        return f"{prefix}{_quote(name)}::{_FITS[STEP_FIELDS[name][0]][1]}"
+    return f"{prefix}{_quote(name)}"
 
 
 def write_rows(con: duckdb.DuckDBPyConnection, p: Plan, file_id: str) -> Counts:
