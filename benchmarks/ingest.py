@@ -4,10 +4,8 @@
 
 1. Writes a trace file of ``--steps`` verify steps (requests of 40-160 nested steps with prompt and output text,
    every tenth request as flat step lines) with a seeded numpy generator.
-2. Times the whole `specdiag ingest` process into a fresh database, the same with the one-pass DuckDB path switched
-   off (the block path, which every file took before it existed), and the whole process of polars alone reading
-   the same file into Parquet (``pl.read_ndjson(...).write_parquet(...)``), in turn in the same run; reports the
-   ratios.
+2. Times the whole `specdiag ingest` process into a fresh database, and the whole process of polars alone reading
+   the same file into Parquet (``pl.read_ndjson(...).write_parquet(...)``), in the same run; reports the ratio.
 3. Writes a file ``--big-factor`` times larger and reports the peak RSS of the ingest process (target <= 2 GB).
 4. With ``--dup-store-steps N``: ingests a second, new file into a store already holding N steps, to measure
    the anti-join dedupe against a large store.
@@ -83,18 +81,6 @@ def generate(path: Path, n_steps: int, seed: int, id_prefix: str = "r") -> tuple
     return requests, steps_done
 
 
-# `specdiag ingest` with the one-pass path switched off: every trace file takes the block path (ingest_trace)
-_BLOCKS = (
-    "import sys\n"
-    "from specdiag import ingest_duckdb\n"
-    "def off(*args, **kwargs):\n"
-    "    raise ingest_duckdb.NotProvable('switched off by benchmarks/ingest.py')\n"
-    "ingest_duckdb.prepare = off\n"
-    "from specdiag.cli import main\n"
-    "main(sys.argv[1:])\n"
-)
-
-
 def measure(cmd: list[str]) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MB, CPU seconds user + system over all threads) of ``cmd`` as its own process."""
     out = subprocess.run([PY, "-c", _WRAP, *cmd], capture_output=True, text=True, check=True).stdout.split()
@@ -104,13 +90,8 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
     return seconds, rss_kb / 1024, cpu
 
 
-def ingest_cmd(path: Path, db: Path, blocks: bool = False) -> list[str]:
-    entry = ["-c", _BLOCKS] if blocks else ["-m", "specdiag"]
-    return [PY, *entry, "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
-
-
-def _line(name: str, run: tuple[float, float, float]) -> str:
-    return f"{name:34s} {run[0]:6.2f} s wall, {run[2]:6.2f} s CPU, peak RSS {run[1]:5.0f} MB"
+def ingest_cmd(path: Path, db: Path) -> list[str]:
+    return [PY, "-m", "specdiag", "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
 
 
 def main() -> None:
@@ -132,28 +113,21 @@ def main() -> None:
             "-c",
             f"import polars as pl; pl.read_ndjson({str(trace)!r}).write_parquet({str(d / 'p.parquet')!r})",
         ]
-        # in turn, best of --repeat each: the machine may be shared
-        runs_p, runs_i, runs_b = [], [], []
+        # alternate the two, best of --repeat each: the machine may be shared
+        runs_p, runs_i = [], []
         for k in range(args.repeat):
             runs_p.append(measure(polars_cmd))
             runs_i.append(measure(ingest_cmd(trace, d / f"a{k}.duckdb")))
-            runs_b.append(measure(ingest_cmd(trace, d / f"b{k}.duckdb", blocks=True)))
-        best_p, best_i, best_b = min(runs_p), min(runs_i), min(runs_b)
-        print(_line("polars read_ndjson -> parquet:", best_p))
-        print(_line("specdiag ingest:", best_i))
-        print(_line("specdiag ingest, block path only:", best_b))
-        for name, run in (("ingest", best_i), ("block path", best_b)):
-            print(
-                f"ratio {name} / polars: {run[0] / best_p[0]:.2f}x wall, {run[2] / best_p[2]:.2f}x CPU "
-                "(target <= 1.5x)"
-            )
+        t_polars, rss_polars, cpu_polars = min(runs_p)
+        t_ingest, rss_ingest, cpu_ingest = min(runs_i)
         print(
-            "all runs (wall s): polars",
-            [round(r[0], 2) for r in runs_p],
-            "ingest",
-            [round(r[0], 2) for r in runs_i],
-            "block path",
-            [round(r[0], 2) for r in runs_b],
+            f"polars read_ndjson -> parquet: {t_polars:.2f} s wall, {cpu_polars:.2f} s CPU, peak RSS {rss_polars:.0f} MB"
+        )
+        print(
+            f"specdiag ingest:               {t_ingest:.2f} s wall, {cpu_ingest:.2f} s CPU, peak RSS {rss_ingest:.0f} MB"
+        )
+        print(
+            f"ratio ingest / polars: {t_ingest / t_polars:.2f}x wall, {cpu_ingest / cpu_polars:.2f}x CPU (target <= 1.5x)"
         )
         if args.big_factor > 0:
             big = d / "big.jsonl"

@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 
-from specdiag import formats, ingest_duckdb
+from specdiag import formats
 from specdiag.errors import InputError, ThresholdExceeded, UsageError
 from specdiag.ingest_read import (
     STDIN,
@@ -44,12 +46,8 @@ from specdiag.ingest_store import (
     write_rejects,
     write_trace_rows,
 )
+from specdiag.ingest_trace import BlockRows, Rejected, parse_block, read_whole
 from specdiag.store import MEMORY_ENV, connect, insert_frame, table_columns, transaction
-
-if TYPE_CHECKING:  # polars and pyarrow load only when the block path runs: the one-pass path needs neither
-    import pyarrow as pa
-
-    from specdiag.ingest_trace import BlockRows
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
@@ -62,8 +60,6 @@ class FileStats:
     format: str
     compression: str = "none"
     skipped: bool = False  # same content already in the ledger
-    reader: str = ""  # trace files: "duckdb" (the one-pass path, ingest_duckdb) or "blocks" (ingest_trace)
-    why_blocks: str = ""  # why the one-pass path left a trace file to the block path
     lines: int = 0
     stored_lines: int = 0
     requests: int = 0
@@ -178,20 +174,6 @@ def _head(block: Block | None) -> list[bytes]:
     return [block.line(i) for i in range(min(block.n_lines, HEAD_LINES))]
 
 
-def read_whole(block: Block) -> pa.Table | None:
-    """``ingest_trace.read_whole``, imported on first use: only the block path needs polars and pyarrow."""
-    from specdiag import ingest_trace
-
-    return ingest_trace.read_whole(block)
-
-
-def parse_block(block: Block, table: pa.Table | None = None) -> BlockRows:
-    """``ingest_trace.parse_block``, imported on first use."""
-    from specdiag import ingest_trace
-
-    return ingest_trace.parse_block(block, table)
-
-
 def _parsed(blocks: Iterator[Block]) -> Iterator[BlockRows]:
     """Blocks read and parsed by pyarrow one ahead in a worker thread, overlapping the checks and writes here.
 
@@ -269,8 +251,6 @@ def _insert_dicts(
     con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], file_id: str
 ) -> int:
     """Insert rows given as dicts of column values (columns not in the table are an error of the parser)."""
-    import polars as pl
-
     if not rows:
         return 0
     allowed = table_columns(con, table)
@@ -290,8 +270,6 @@ def _write_engine_requests(
     con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], file_id: str, fmt: str, key: bytes | None
 ) -> tuple[int, int]:
     """Per-request engine records: first write wins by request_id. Returns (stored, duplicates)."""
-    import polars as pl
-
     if not rows:
         return 0, 0
     ids = pl.DataFrame({"request_id": [str(r.get("request_id")) for r in rows]})
@@ -328,7 +306,7 @@ def ingest_source(
     """One input, one transaction: rows, rejects and the ledger row commit together (or not at all)."""
     stream, counting = open_decompressed(source)
     stats = FileStats(path=source.label, format="?")
-    truncated: list[Any] = []  # ingest_trace.Rejected
+    truncated: list[Rejected] = []
 
     def blocks() -> Iterator[Block]:
         line, offset = 1, 0
@@ -339,8 +317,6 @@ def ingest_source(
                 if on_progress is not None:
                     on_progress(counting.count)
         except TruncatedInput as exc:
-            from specdiag.ingest_trace import Rejected
-
             truncated.append(Rejected(line, offset, "truncated_input", str(exc), b""))
 
     it = blocks()
@@ -353,22 +329,18 @@ def ingest_source(
             on_format(
                 source.label, name if source.compression == "none" else f"{name} ({source.compression})"
             )
+        chained = itertools.chain([first] if first is not None else [], it)
         # A plain file is hashed up front (one cheap read): content already in the ledger is skipped without
         # parsing, and rows are written under their final id. Otherwise (stdin, compressed input) rows are written
         # under a placeholder id until the fingerprint is known at the end of the stream.
         hashed = prehash(source)
         if hashed is not None and (previous := already_ingested(con, hashed)) is not None:
             raise _Skip(previous)
-        if name == TRACE and not redact and source.path != STDIN:
-            if _ingest_clean(con, source, stats, hashed, on_progress):
-                return stats
-        chained = itertools.chain([first] if first is not None else [], it)
         with transaction(con):
             begin_file(con)
             key = redact_key(con) if redact else None
             file_id = hashed or f"pending-{secrets.token_hex(8)}"
             if name == TRACE:
-                stats.reader = "blocks"
                 _ingest_trace(con, chained, stats, file_id, key)
             else:
                 ctx = formats.ParseContext(
@@ -408,42 +380,6 @@ def ingest_source(
             notes=stats.notes,
         )
     return stats
-
-
-def _ingest_clean(
-    con: duckdb.DuckDBPyConnection,
-    source: Source,
-    stats: FileStats,
-    hashed: str | None,
-    on_progress: Progress | None,
-) -> bool:
-    """The one-pass path (``ingest_duckdb``) for a file it proves clean, in one transaction with its ledger row.
-
-    False (nothing written) leaves the file to the block path, which finds and rejects the bad lines.
-    """
-    try:
-        prepared = ingest_duckdb.prepare(con, source, on_progress)
-    except ingest_duckdb.NotProvable as exc:
-        stats.why_blocks = str(exc)
-        return False
-    file_id = prepared.fingerprint  # of the content read: a plain file may have changed since it was hashed
-    if file_id != hashed and (previous := already_ingested(con, file_id)) is not None:
-        raise _Skip(previous)
-    try:
-        with transaction(con):
-            begin_file(con)
-            counts = ingest_duckdb.ingest_clean(con, prepared, file_id)
-            update_totals(con)
-            stats.lines, stats.blank = prepared.scan.lines, len(prepared.scan.blank_lines)
-            stats.requests, stats.steps = counts.requests, counts.steps
-            stats.stored_lines, stats.duplicates = counts.stored_lines, counts.duplicates
-            stats.reader = "duckdb"
-            write_ledger(con, _ledger_row(file_id, stats))
-    except ingest_duckdb.NotProvable as exc:
-        stats.lines = stats.blank = stats.requests = stats.steps = stats.stored_lines = stats.duplicates = 0
-        stats.reader, stats.why_blocks = "", str(exc)
-        return False
-    return True
 
 
 class _Skip(Exception):

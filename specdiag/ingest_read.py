@@ -144,14 +144,14 @@ def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
-def read_chunks(
-    stream: BinaryIO, source: Source, block_bytes: int = BLOCK_BYTES, fingerprint: bool = True
-) -> Iterator[bytes]:
-    """Whole lines, about ``block_bytes`` at a time (the last may lack its newline); updates the fingerprint."""
+def read_blocks(stream: BinaryIO, source: Source, block_bytes: int = BLOCK_BYTES) -> Iterator[Block]:
+    """Whole-line blocks of about ``block_bytes``; updates the source's fingerprint."""
     carry = b""
+    line_no = 1
+    offset = 0
     while True:
         chunk = _read(stream, block_bytes)
-        if chunk and fingerprint:
+        if chunk:
             source.fingerprint.update(chunk)
         data = carry + chunk if carry else chunk
         if chunk:
@@ -163,17 +163,9 @@ def read_chunks(
         else:
             carry = b""
         if data:
-            yield data
+            starts, ends = line_bounds(data)
+            yield Block(data, line_no, offset, starts, ends)
+            line_no += len(starts)
+            offset += len(data)
         if not chunk:
             return
-
-
-def read_blocks(stream: BinaryIO, source: Source, block_bytes: int = BLOCK_BYTES) -> Iterator[Block]:
-    """Whole-line blocks of about ``block_bytes`` with their line bounds; updates the source's fingerprint."""
-    line_no = 1
-    offset = 0
-    for data in read_chunks(stream, source, block_bytes):
-        starts, ends = line_bounds(data)
-        yield Block(data, line_no, offset, starts, ends)
-        line_no += len(starts)
-        offset += len(data)

@@ -13,14 +13,12 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
+import polars as pl
 
 from specdiag.store import insert_frame
-
-if TYPE_CHECKING:
-    import polars as pl
 
 REDACT_ENV = "SPECDIAG_REDACT_KEY"
 
@@ -74,8 +72,6 @@ def _hmac(key: bytes) -> Any:
 
 def prepare_requests(requests: pl.DataFrame, key: bytes | None) -> pl.DataFrame:
     """Text lengths in characters; with ``key`` (--redact), a keyed hash replaces prompt and output text."""
-    import polars as pl  # only the block path needs polars (the one-pass path does not import it)
-
     out = requests.with_columns(
         pl.col("prompt").str.len_chars().cast(pl.Int64).alias("prompt_chars"),
         pl.col("output").str.len_chars().cast(pl.Int64).alias("output_chars"),
@@ -103,8 +99,6 @@ def stored_ids(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -
 
     A hash semi-join: DuckDB builds on the block's few thousand ids and scans the stored id column once.
     """
-    import polars as pl  # only the block path needs polars (the one-pass path does not import it)
-
     con.register("_keys", keys.to_arrow())
     try:
         if table not in ("requests", "steps"):  # an identifier: one of two fixed names
@@ -119,8 +113,6 @@ def stored_ids(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -
 
 def _totals(steps: pl.DataFrame) -> pl.DataFrame:
     """Request totals over steps: verify_steps counts steps with drafted > 0 (tau = 0 traffic drafts nothing)."""
-    import polars as pl  # only the block path needs polars (the one-pass path does not import it)
-
     return steps.group_by("request_id").agg(
         (pl.col("drafted") > 0).sum().cast(pl.Int64).alias("verify_steps"),
         pl.col("drafted").sum().cast(pl.Int64).alias("drafted"),
@@ -138,8 +130,6 @@ def write_trace_rows(
     First write wins: a request id already stored, or seen earlier in the block, makes its line a duplicate (its
     nested steps go with it); a flat step whose (request_id, step) is already stored or earlier is a duplicate.
     """
-    import polars as pl  # only the block path needs polars (the one-pass path does not import it)
-
     w = Written()
     first = requests.filter(pl.col("request_id").is_first_distinct())
     known = stored_ids(con, "requests", first.select("request_id"))

@@ -1,4 +1,5 @@
-"""Line accounting for the one-pass DuckDB reader: what a file's bytes must look like for its rows to be provable.
+"""Line accounting for the one-pass DuckDB prototype (``onepass_reader``): what a file's bytes must look like for
+its rows to be provable. A feasibility prototype measured by ``ingest_onepass.py``; ``specdiag ingest`` does not use it.
 
 DuckDB's JSON reader is more lenient than the v1 format (Python's ``json``): it accepts trailing commas, ``NaN`` and
 ``Infinity``, form feed and vertical tab as whitespace, and it skips blank lines without saying where they were.
@@ -11,18 +12,19 @@ non-blank lines" proves each line became exactly one row, the n-th row being the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
-from specdiag.ingest_read import Source, line_bounds, open_decompressed, read_chunks
+from specdiag.ingest_read import BLOCK_BYTES, Source, line_bounds, open_decompressed
 
 MAX_BLANK = 8  # a blank line is at most this long (as in ingest_trace.parse_block: longer ones are rejects)
 _BLANK = np.frombuffer(b" \t\r", dtype=np.uint8)
 # Accepted by DuckDB's reader, refused by the v1 format: a comma before a closing bracket, form feed and vertical
 # tab (outside strings; inside one they are control characters both refuse). Found anywhere, text included, they
-# only cost the fast path (the block path then judges each line).
+# only send the file back to the block path.
 _TRAILING_COMMA = re.compile(rb",[ \t\r]*[\]}]")
 
 
@@ -79,6 +81,31 @@ def _check_lines(data: bytes, first_line: int, scan: Scan) -> None:
     last = np.where(arr[last] == 13, last - 1, last)  # the byte before a final "\r"
     if ((last <= starts) | (arr[starts] != ord("{")) | (arr[np.maximum(last, 0)] != ord("}"))).any():
         scan.refuse("a line does not start with { and end with }")
+
+
+def read_chunks(stream: BinaryIO, source: Source, fingerprint: bool = True) -> Iterator[bytes]:
+    """Whole lines, about BLOCK_BYTES at a time (the last may lack its newline); updates the fingerprint.
+
+    ``ingest_read.read_blocks`` without the per-line bounds, which this scan needs only for files with blank lines.
+    """
+    carry = b""
+    while True:
+        chunk = stream.read(BLOCK_BYTES)
+        if chunk and fingerprint:
+            source.fingerprint.update(chunk)
+        data = carry + chunk if carry else chunk
+        if chunk:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: keep reading
+                carry = data
+                continue
+            data, carry = data[:cut], data[cut:]
+        else:
+            carry = b""
+        if data:
+            yield data
+        if not chunk:
+            return
 
 
 def scan_file(

@@ -1,7 +1,8 @@
-"""The one-pass fast path: DuckDB reads a clean trace file itself, checks it in SQL and appends it.
+"""Prototype of a one-pass ingest: DuckDB reads a clean trace file itself, checks it in SQL and appends it.
 
-For a file (plain, gzip or zstd) whose every line this path can prove valid, DuckDB's multi-threaded C++ JSON reader
-replaces pyarrow, polars and the block loop. Proving it takes three things, and any doubt returns the file to the
+A feasibility prototype, measured by ``benchmarks/ingest_onepass.py`` (docs/benchmarks.md, section Ingest); ``specdiag
+ingest`` does not use it: on the benchmark it was not faster than the block path. For a file (plain, gzip or zstd)
+whose every line it can prove valid, DuckDB's C++ JSON reader replaces pyarrow, polars and the block loop. Proving it takes three things, and any doubt returns the file to the
 block path (``ingest_trace``), which locates and rejects bad lines with their reasons:
 
 1. ``ingest_scan``: each line is blank or one ``{...}`` object with none of the forms DuckDB accepts and the format
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import duckdb
+from onepass_scan import Scan, scan_file  # benchmarks/onepass_scan.py
 
 from specdiag.ingest_read import Source, TruncatedInput
-from specdiag.ingest_scan import Scan, scan_file
 from specdiag.traceformat import EPOCH_MAX_S, FLAT_STEP_FIELDS, REQUEST_FIELDS, STEP_FIELDS, TS_PATTERN
 
 # DuckDB's inferred types that come only from JSON strings (it detects dates, times and UUIDs in text)
@@ -465,10 +466,14 @@ def prepare(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="specdiag-scan") as pool:
         scanning = pool.submit(scan_file, copy, on_progress)
         con.execute(_MACROS)
+        threads = con.execute("select current_setting('threads')").fetchone()
+        con.execute("set threads = 1")  # DuckDB infers in one thread: leave the other core to the scan
         try:
             p: Plan | None = plan(con, path, compression)
         except (NotProvable, *_REFUSED):
             p = None
+        finally:
+            con.execute("set threads = $n", {"n": threads[0] if threads else 1})
         try:
             scan = scanning.result()
         except TruncatedInput as exc:
