@@ -12,9 +12,9 @@ which needs only the sufficient statistics n, A, D, S_aa, S_ad, S_dd that DuckDB
 ``bootstrap_ratio_ci`` resamples requests and is the cross-check used in the tests.
 
 Two windows are compared within strata (``stratified``: task x temperature bucket in diagnose) and the strata's moves
-are averaged with fixed weights (direct standardisation): the difference is what acceptance did at one traffic mix,
-so a shift of the mix (more high-temperature traffic) is not read as a change, and the spread *between* strata
-(acceptance at temperature 0 vs 0.7) leaves the standard error.
+are averaged with one set of weights for both sides (Mantel-Haenszel): the difference is what acceptance did at one
+traffic mix, so a shift of the mix (more high-temperature traffic) is not read as a change, and the spread *between*
+strata (acceptance at temperature 0 vs 0.7) leaves the standard error.
 """
 
 from __future__ import annotations
