@@ -7,11 +7,20 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdiag import stats
-from specdiag.diagnose.changepoint import SPLIT_P, Segment, between_neighbours, segment_changes
+from specdiag.diagnose.changepoint import (
+    CONFIG_WEIGHT,
+    SPLIT_P,
+    Segment,
+    best_split,
+    between_neighbours,
+    compare_at,
+    segment_changes,
+)
 
 T0 = datetime(2025, 3, 1)
 SEG = Segment("chat-eu", 4, "task", "code")
@@ -87,3 +96,20 @@ def test_every_change_is_inside_its_interval_with_enough_requests(
     cuts = [t for t in found if t.p_value <= SPLIT_P]
     for a, b in zip(cuts, cuts[1:]):
         assert a.frame["hour"].max() < b.split  # a change's after side ends before the next change
+
+
+def test_a_drop_at_a_configuration_change_is_tested_there_with_most_of_the_level() -> None:
+    """A rollout at hour 40: the split is the rollout's, and its p-value the weighted Bonferroni combination of the
+    plain z test there (0.8 of the level) and the scan over every hour (0.2)."""
+    rows = hourly([(40, 0.60), (40, 0.55)], per_hour=12, seed=3)
+    rollout = T0 + timedelta(hours=40)
+    t = best_split(SEG, rows, rows, [(rollout, rollout)])
+    assert t is not None and t.split == rollout
+    plain = compare_at(rows, "acceptance_rate", rollout)
+    cols = ("n", "accepted", "drafted", "aa", "ad", "dd")
+    scan = stats.change_point(*(rows[c].to_numpy().astype(float) for c in cols))
+    assert scan is not None
+    expected = min(1.0, plain.p_value / CONFIG_WEIGHT, scan.p_value / (1 - CONFIG_WEIGHT))
+    assert t.p_value == pytest.approx(expected)
+    # testing where the configuration changed is worth more than the search: the plain test alone is far stronger
+    assert plain.p_value / CONFIG_WEIGHT < scan.p_value / (1 - CONFIG_WEIGHT)
