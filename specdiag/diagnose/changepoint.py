@@ -74,9 +74,8 @@ class SegmentTest:
     acceptance: Comparison
     p_value: float  # scan-corrected when the split was searched for, else the plain two-sided z test
     hours: np.ndarray  # the compared interval's hour stamps
-    frame: (
-        pl.DataFrame
-    )  # the compared interval's rows, per hour and stratum (between the neighbouring changes)
+    # the compared interval's rows, per hour and stratum (between the neighbouring changes)
+    frame: pl.DataFrame
     series: pl.DataFrame  # the segment's whole series, per hour and stratum
     q_value: float = float("nan")  # Benjamini-Hochberg adjusted across every tested segment
     before_end: datetime | None = None  # the before side ends here (default: at split)
