@@ -467,7 +467,7 @@ def prepare(
         scanning = pool.submit(scan_file, copy, on_progress)
         con.execute(_MACROS)
         threads = con.execute("select current_setting('threads')").fetchone()
-        con.execute("set threads = 1")  # DuckDB infers in one thread: leave the other core to the scan
+        con.execute("set threads = 1")  # the inference ran in one thread when measured: the other core scans
         try:
             p: Plan | None = plan(con, path, compression)
         except (NotProvable, *_REFUSED):
