@@ -260,8 +260,30 @@ def _read_inferred(data: bytes) -> pa.Table | None:
     return _conform(table)
 
 
+# An integer literal of 19 or more digits may not fit int64; pyarrow then reads it as a double and loses digits.
+_LONG_INT = re.compile(rb"[:,\[]\s*-?\d{19}")
+
+
+def _has_float(t: pa.DataType) -> bool:
+    if pa.types.is_floating(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_float(t.value_type)
+    return pa.types.is_struct(t) and any(_has_float(f.type) for f in t)
+
+
+def _lossy_extra(table: pa.Table, data: bytes) -> bool:
+    """Whether a field outside the format (kept as written in ``extra``) may hold an integer read as a double."""
+    steps = table.schema.field("steps").type.value_type if "steps" in table.column_names else pa.struct([])
+    floats = [f.type for f in table.schema if f.name not in _TOP_FIELDS] + [
+        f.type for f in steps if f.name not in STEP_FIELDS
+    ]
+    return any(_has_float(t) for t in floats) and _LONG_INT.search(data) is not None
+
+
 def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | None:
-    """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them.
+    """Parse NDJSON bytes with each ts variant (text or epoch seconds); None when the reader refuses them, or when an
+    extra field may hold an integer past int64 (the line validator keeps it exact).
 
     The variant that worked last is tried first: a file uses one kind of timestamp throughout, as a rule.
     """
@@ -269,7 +291,7 @@ def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | Non
         return None
     inferred = _read_inferred(data)
     if inferred is not None:
-        return inferred
+        return None if _lossy_extra(inferred, data) else inferred
     for schema in sorted(_SCHEMAS, key=lambda s: s is not _last_schema[0]):
         table = _parse(data, schema)
         if table is None:
@@ -280,7 +302,7 @@ def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | Non
             if table is None:
                 continue
         _last_schema[0] = schema
-        return table
+        return None if _lossy_extra(table, data) else table
     return None
 
 

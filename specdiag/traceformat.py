@@ -193,7 +193,9 @@ def _normalise(
             raise _Bad("missing_field", f"{what}{name} is empty")
     if out.get("accepted", 0) > out.get("drafted", math.inf):
         raise _Bad("accepted_gt_drafted", f"{what}accepted={out['accepted']} > drafted={out['drafted']}")
-    out["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
+    out["extra"] = (
+        json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
+    )  # as the fast path writes it
     return out
 
 

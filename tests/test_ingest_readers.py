@@ -108,3 +108,23 @@ def test_inferred_reader_is_used_for_clean_input_and_refuses_what_it_cannot_judg
         _base("a", steps=[{**STEP, "ts": "2025-03-01"}]),
     ):
         assert ingest_trace._read_inferred(_block([bad]).data) is None, bad
+
+
+def test_integers_beyond_int64_in_extra_fields_are_kept_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow reads an integer past int64 as a double (12345678901234567890 -> 1.2345678901234567e19): a block
+    holding one goes to the line validator, which keeps the number as written."""
+    big, bigger = 12345678901234567890, 18446744073709551615
+    block = _block(
+        [_base(f"r{i}", steps=[STEP]) for i in range(3)]
+        + [_base("big", trace_id=big, steps=[{**STEP, "span": bigger}]), _base("neg", trace_id=-big)]
+    )
+    rows = ingest_trace.parse_block(block)
+    with monkeypatch.context() as m:  # every line through the validator: the reference
+        m.setattr(ingest_trace, "_read_arrow", lambda data, starts=None: None)
+        reference = ingest_trace.parse_block(block)
+    assert_frame_equal(rows.requests, reference.requests)
+    assert_frame_equal(rows.steps, reference.steps)
+    extra = dict(zip(rows.requests["request_id"], rows.requests["extra"]))
+    assert json.loads(extra["big"]) == {"trace_id": big} and json.loads(extra["neg"]) == {"trace_id": -big}
+    assert json.loads(rows.steps.filter(rows.steps["request_id"] == "big")["extra"][0]) == {"span": bigger}
+    assert extra["r0"] is None and not rows.rejects
