@@ -26,8 +26,11 @@ def command(name: str) -> click.Command:
 def help_text(name: str) -> str:
     """`specdiag <name> --help` exactly as a user sees it."""
     cmd = command(name)
-    with click.Context(cmd, info_name=f"specdiag {name}", terminal_width=100, max_content_width=100) as ctx:
-        return cmd.get_help(ctx)
+    # under the group's context, as when run: its help option names (-h, --help) apply to the command too
+    settings = {**cli.context_settings, "terminal_width": 100, "max_content_width": 100}
+    with click.Context(cli, info_name="specdiag", **settings) as parent:
+        with click.Context(cmd, info_name=name, parent=parent) as ctx:
+            return cmd.get_help(ctx)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
