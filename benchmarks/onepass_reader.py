@@ -68,6 +68,8 @@ _EMPTY = "JSON[]"  # a list field with no element anywhere in the file (the chec
 
 def _read_args(compression: str) -> str:
     # fixed option text; the path and the columns are bound parameters
+    if compression not in COMPRESSION.values():  # the one word written into the SQL: allow-listed here too
+        raise ValueError(f"not a compression read_json takes: {compression!r}")
     return (
         f"format = 'newline_delimited', compression = '{compression}', "
         "map_inference_threshold = -1, field_appearance_threshold = 0, dateformat = '%Y', timestampformat = '%Y'"

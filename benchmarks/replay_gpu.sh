@@ -5,7 +5,7 @@
 #
 # 1. the replay tests' assertions on CUDA (SPECDIAG_TEST_DEVICE=cuda: tiny models, CUDA kernels, generators, events);
 # 2. `specdiag replay --device cuda` on the pair: batch 1 against --batch-size 8, greedy and seeded sampling (every
-#    row must equal its batch-1 run), with --save into a store;
+#    row must equal its batch-1 run), with --save into a store; greedy in bf16 and fp16 (divergence verdicts);
 # 3. `specdiag replay --profile-costs` on CUDA (the cost table recommend fits);
 # 4. benchmarks/replay.py --device cuda: our loop vs transformers' assisted generation vs the target alone, and the
 #    batched loop's throughput at several batch sizes.
@@ -50,6 +50,8 @@ replay greedy-b8 --batch-size 8
 replay sampled-b1 --temperature 0.8 --seed 3
 replay sampled-b8 --temperature 0.8 --seed 3 --batch-size 8
 replay sampled-b1-again --temperature 0.8 --seed 3
+replay greedy-bf16 --dtype bfloat16
+replay greedy-fp16 --dtype float16
 $py - "$out" <<'EOF' | tee "$out/cli.txt"
 import json, math, sys
 out = sys.argv[1]
@@ -64,6 +66,12 @@ for r in load("greedy-b1"):
     print(r["prompt_id"], f'{r["acceptance_rate"]:.3f} {r["mean_acceptance_length"]:.2f} {r["draft_ms"]:.1f}'
           f' {r["verify_ms"]:.1f} {r["target_only_ms"]:.1f} {r["speedup"]:.2f} {r["matches_target_only"]}',
           "" if ok else "BAD TIMING")
+for name in ("greedy-bf16", "greedy-fp16"):  # half precision: divergences from the target alone, with verdicts
+    rows = load(name)
+    print(name, "matches_target_only", sum(r["matches_target_only"] for r in rows), "/", len(rows))
+    for r in rows:
+        if not r["matches_target_only"]:
+            print("  ", r["prompt_id"], r["first_divergence"])
 for r in load("sampled-b1"):
     print("sampled", r["prompt_id"], r["matches_target_only"], (r.get("first_divergence") or {}).get("verdict"),
           f'tv_max {r.get("tv_max")}')

@@ -16,19 +16,23 @@ DEVICE = torch.device(os.environ.get("SPECDIAG_TEST_DEVICE", "cpu"))
 VOCAB = 48
 
 
-def tiny(seed: int, attn: str = "sdpa") -> LlamaForCausalLM:
+def _built(seed: int, attn: str) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.4, eos_token_id=None,
         bos_token_id=None, pad_token_id=0, attn_implementation=attn,
     )  # fmt: skip
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval().to(DEVICE)  # type: ignore[arg-type]
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny(seed: int, attn: str = "sdpa") -> LlamaForCausalLM:
+    return _built(seed, attn).to(DEVICE)  # type: ignore[arg-type]
 
 
 def perturbed(target: LlamaForCausalLM) -> LlamaForCausalLM:
     """A copy of `target` with 2% Gaussian noise on every weight: a draft that agrees partially."""
-    draft = tiny(0, target.config._attn_implementation).cpu()
+    draft = _built(0, target.config._attn_implementation)
     draft.load_state_dict(target.state_dict())
     torch.manual_seed(7)
     with torch.no_grad():
