@@ -36,6 +36,7 @@ from specdiag.ingest_read import (
     read_blocks,
 )
 from specdiag.ingest_store import (
+    StepAppender,
     already_ingested,
     begin_file,
     prepare_requests,
@@ -195,9 +196,10 @@ def _parsed(blocks: Iterator[Block]) -> Iterator[BlockRows]:
 def _ingest_trace(
     con: duckdb.DuckDBPyConnection, blocks: Iterator[Block], stats: FileStats, file_id: str, key: bytes | None
 ) -> None:
+    appender = StepAppender()
     for rows in _parsed(blocks):
         requests = prepare_requests(rows.requests, key)
-        written = write_trace_rows(con, requests, rows.steps, file_id, TRACE)
+        written = write_trace_rows(con, requests, rows.steps, file_id, TRACE, appender)
         stats.lines += rows.lines
         stats.blank += rows.blank
         stats.requests += written.requests
@@ -207,6 +209,7 @@ def _ingest_trace(
         write_rejects(con, file_id, stats.path, rows.rejects)
         stats.keep_examples(rows.rejects)
         stats.rejected += len(rows.rejects)
+    appender.flush(con)
     update_totals(con)
 
 

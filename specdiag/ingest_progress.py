@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
 from specdiag.ingest_read import STDIN, Source
 from specdiag.output import err_console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 BAR_BYTES = 16 * 1024 * 1024  # inputs smaller than this in total get no bar
 MAX_FILE_LINES = 20  # above this many files, per-file format lines are left to the summary
@@ -23,6 +25,9 @@ class ProgressDisplay:
         self.verbose = enabled and len(files) <= MAX_FILE_LINES
         self.progress: Progress | None = None
         if enabled and (self.total >= BAR_BYTES or STDIN in files):
+            # imported only when a bar is shown (about 0.1 s)
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.progress = Progress(
                 TextColumn("ingest"),
                 BarColumn(),

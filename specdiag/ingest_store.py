@@ -45,6 +45,47 @@ _STEP_SQL = {c: c for c in _STEP_COLUMNS} | {
 }
 
 
+ROW_GROUP_ROWS = 122_880  # DuckDB's rows per row group
+
+
+class StepAppender:
+    """A file's step rows, appended to the store in whole row groups.
+
+    DuckDB appends a large insert on several threads, and each thread's last row group is left part full; the
+    checkpoint rewrites those, single-threaded (about 0.5 s per million steps appended in 16 MB blocks, measured
+    in docs/benchmarks.md). Appends of whole row groups leave none. The rows past the last whole row group (fewer
+    than one group) wait here for the next block; ``flush`` writes them at the end of the file. The dedupe checks
+    see them through ``ids_in`` and ``taken``.
+    """
+
+    def __init__(self) -> None:
+        self.pending: pl.DataFrame | None = None
+
+    def add(self, con: duckdb.DuckDBPyConnection, steps: pl.DataFrame) -> None:
+        rows = steps if self.pending is None else pl.concat([self.pending, steps])
+        whole = len(rows) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+        if whole:
+            insert_frame(con, "steps", rows.slice(0, whole).rechunk(), _STEP_SQL)
+        self.pending = rows.slice(whole) if len(rows) > whole else None
+
+    def flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.pending is not None:
+            insert_frame(con, "steps", self.pending, _STEP_SQL)
+            self.pending = None
+
+    def ids_in(self, ids: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``ids`` (one column, request_id) with steps waiting here."""
+        if self.pending is None:
+            return ids.clear()
+        return ids.join(self.pending.select("request_id").unique(), on="request_id", how="semi")
+
+    def taken(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``keys`` (request_id, step) waiting here."""
+        if self.pending is None:
+            return keys.clear()
+        return keys.join(self.pending.select("request_id", "step"), on=["request_id", "step"], how="semi")
+
+
 @dataclass
 class Written:
     requests: int = 0  # request rows stored
@@ -123,12 +164,18 @@ def _totals(steps: pl.DataFrame) -> pl.DataFrame:
 
 
 def write_trace_rows(
-    con: duckdb.DuckDBPyConnection, requests: pl.DataFrame, steps: pl.DataFrame, file_id: str, source: str
+    con: duckdb.DuckDBPyConnection,
+    requests: pl.DataFrame,
+    steps: pl.DataFrame,
+    file_id: str,
+    source: str,
+    appender: StepAppender,
 ) -> Written:
     """Insert one block's rows (sorted by line), skipping what is already stored; count duplicates per line.
 
     First write wins: a request id already stored, or seen earlier in the block, makes its line a duplicate (its
     nested steps go with it); a flat step whose (request_id, step) is already stored or earlier is a duplicate.
+    Steps go through ``appender`` (the file's), which the caller flushes at the end of the file.
     """
     w = Written()
     first = requests.filter(pl.col("request_id").is_first_distinct())
@@ -146,12 +193,10 @@ def write_trace_rows(
             candidates = candidates.sort("line").filter(pl.struct("request_id", "step").is_first_distinct())
     # ids with steps already stored (flat lines of an earlier file): keep only their new steps, recompute totals
     ids = pl.concat([new_requests["request_id"], flat_ids]).unique().to_frame("request_id")
-    with_steps = stored_ids(con, "steps", ids)
+    with_steps = pl.concat([stored_ids(con, "steps", ids), appender.ids_in(ids)]).unique()
     if len(with_steps):
-        con.register(
-            "_cand",
-            candidates.join(with_steps, on="request_id", how="semi").select("request_id", "step").to_arrow(),
-        )
+        keys = candidates.join(with_steps, on="request_id", how="semi").select("request_id", "step")
+        con.register("_cand", keys.to_arrow())
         try:
             taken = con.sql(
                 "select c.request_id, c.step from _cand c semi join steps t using (request_id, step)"
@@ -159,6 +204,7 @@ def write_trace_rows(
         finally:
             con.unregister("_cand")
         taken_df = pl.DataFrame(pl.from_arrow(taken)).cast({"request_id": pl.String, "step": pl.Int64})
+        taken_df = pl.concat([taken_df, appender.taken(keys)])
         candidates = candidates.join(taken_df, on=["request_id", "step"], how="anti")
     # totals of new requests from their nested steps; ids that also have other steps are recomputed at file end
     touched = pl.concat([flat_ids, with_steps["request_id"]]).unique().to_frame("request_id")
@@ -169,7 +215,7 @@ def write_trace_rows(
     new_requests = new_requests.update(totals, on="request_id", how="left")
     requests_out = new_requests.with_columns(pl.lit(source).alias("source"), pl.lit(file_id).alias("file_id"))
     insert_frame(con, "requests", requests_out, _REQUEST_SQL)
-    insert_frame(con, "steps", candidates, _STEP_SQL)
+    appender.add(con, candidates)
     insert_frame(con, "_touched", touched, {"request_id": "request_id"})
     flat_lines = int(steps["flat"].sum())
     flat_stored = int(candidates["flat"].sum())

@@ -146,6 +146,55 @@ def test_duplicates_first_write_wins(run: Any, db: Path, tmp_path: Path) -> None
     ]
 
 
+def test_small_blocks_and_row_groups_store_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Steps wait in the file's appender until they fill a whole row group, so the dedupe of a later block must see
+    # them: flat steps before and after their request, repeated across blocks, a request id repeated far apart.
+    import functools
+    import random
+
+    from specdiag import ingest, ingest_read, ingest_store
+
+    rng = random.Random(7)
+    lines: list[Any] = []
+    for i in range(60):
+        rid = f"r{rng.randrange(40)}"  # ids repeat: later lines are duplicates
+        n = rng.randrange(0, 6)
+        steps = [{"step": k, "drafted": 3, "accepted": rng.randrange(4)} for k in range(n)]
+        if i % 3 == 0:  # flat step lines, some before the request line, some repeated
+            flat = [{"event": "step", "request_id": rid, **s} for s in steps]
+            flat.append(
+                {
+                    "event": "step",
+                    "request_id": rid,
+                    "step": n + rng.randrange(3),
+                    "drafted": 2,
+                    "accepted": 1,
+                }
+            )
+            cut = rng.randrange(len(flat) + 1)
+            lines += [*flat[:cut], request(rid, task=str(i)), *flat[cut:], rng.choice(flat)]
+        else:
+            lines.append(request(rid, task=str(i), steps=steps))
+    f = write_lines(tmp_path / "t.jsonl", lines)
+    dbs = [tmp_path / "default.duckdb", tmp_path / "small.duckdb"]
+    first = ingest_paths([f], db=dbs[0], progress=False)
+    monkeypatch.setattr(ingest_store, "ROW_GROUP_ROWS", 5)
+    monkeypatch.setattr(ingest, "read_blocks", functools.partial(ingest_read.read_blocks, block_bytes=300))
+    second = ingest_paths([f], db=dbs[1], progress=False)
+    assert first.duplicates > 10 and first.steps > 50
+    assert (first.requests, first.steps, first.duplicates) == (
+        second.requests,
+        second.steps,
+        second.duplicates,
+    )
+    assert dump(dbs[0]) == dump(dbs[1])
+    assert query(
+        dbs[1], "select count(*) from (select request_id, step from steps group by all having count(*) > 1)"
+    ) == [(0,)]
+
+
 def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.jsonl.gz"
     copy.write_bytes(gzip.compress((EXAMPLES / "nested-steps.jsonl").read_bytes()))
