@@ -7,8 +7,15 @@
 2. Times the whole `specdiag ingest` process into a fresh database, and the whole process of polars alone reading
    the same file into Parquet (``pl.read_ndjson(...).write_parquet(...)``), in the same run; reports the ratio.
 3. Writes a file ``--big-factor`` times larger and reports the peak RSS of the ingest process (target <= 2 GB).
+   ``--big-prompt-words N`` gives each of its requests a prompt of N words instead of 20-200 (long RAG contexts:
+   the request text is what DuckDB holds longest before writing it out).
 4. With ``--dup-store-steps N``: ingests a second, new file into a store already holding N steps, to measure
    the anti-join dedupe against a large store.
+5. With ``--baseline-tree DIR`` (a checkout of earlier code, e.g. ``git worktree add /tmp/base <commit>``): times
+   that checkout's ``specdiag ingest`` on the same file, in turn with the other two, so that load changes hit all
+   three alike.
+6. Times both processes on a file of one request, to show the fixed cost of each (start-up, imports, creating
+   the store) apart from the per-step cost.
 
 Each measured process runs under a small wrapper whose only child it is, so ``RUSAGE_CHILDREN`` gives that
 process's own peak RSS.
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +48,9 @@ _WRAP = (
 )
 
 
-def generate(path: Path, n_steps: int, seed: int, id_prefix: str = "r") -> tuple[int, int]:
+def generate(
+    path: Path, n_steps: int, seed: int, id_prefix: str = "r", prompt_words: int | None = None
+) -> tuple[int, int]:
     """A realistic trace file of about ``n_steps`` steps; returns (requests, steps)."""
     rng = np.random.default_rng(seed)
     t0 = 1_760_000_000.0
@@ -57,7 +67,8 @@ def generate(path: Path, n_steps: int, seed: int, id_prefix: str = "r") -> tuple
             verify_ms = np.round(rng.gamma(9.0, 2.5, n), 3)
             rid = f"{id_prefix}{requests:09d}"
             ts = t0 + requests * 0.37
-            prompt = " ".join(words[rng.integers(0, len(words), int(rng.integers(20, 200)))])
+            n_words = prompt_words or int(rng.integers(20, 200))
+            prompt = " ".join(words[rng.integers(0, len(words), n_words)])
             output = " ".join(words[rng.integers(0, len(words), int(accepted.sum() + n))])
             head = (
                 f'"request_id":"{rid}","ts":"{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))}.{int(ts % 1 * 1000):03d}Z",'
@@ -90,17 +101,21 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
     return seconds, rss_kb / 1024, cpu
 
 
-def ingest_cmd(path: Path, db: Path) -> list[str]:
-    return [PY, "-m", "specdiag", "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
+def ingest_cmd(path: Path, db: Path, tree: Path = ROOT) -> list[str]:
+    """`specdiag ingest` of the checkout at ``tree`` (``python -m`` imports the package from its cwd first)."""
+    code = f"import os, runpy, sys; os.chdir({str(tree)!r}); sys.path.insert(0, ''); runpy.run_module('specdiag', run_name='__main__')"
+    return [PY, "-c", code, "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--big-factor", type=int, default=5)
+    ap.add_argument("--big-prompt-words", type=int, help="words per prompt in the big file (default 20-200)")
     ap.add_argument("--dup-store-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--baseline-tree", type=Path, help="a checkout of earlier code to time in the same run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -113,11 +128,13 @@ def main() -> None:
             "-c",
             f"import polars as pl; pl.read_ndjson({str(trace)!r}).write_parquet({str(d / 'p.parquet')!r})",
         ]
-        # alternate the two, best of --repeat each: the machine may be shared
-        runs_p, runs_i = [], []
+        # in turn, best of --repeat each: the machine may be shared
+        runs_p, runs_i, runs_b = [], [], []
         for k in range(args.repeat):
             runs_p.append(measure(polars_cmd))
             runs_i.append(measure(ingest_cmd(trace, d / f"a{k}.duckdb")))
+            if args.baseline_tree is not None:
+                runs_b.append(measure(ingest_cmd(trace, d / f"base{k}.duckdb", args.baseline_tree.resolve())))
         t_polars, rss_polars, cpu_polars = min(runs_p)
         t_ingest, rss_ingest, cpu_ingest = min(runs_i)
         print(
@@ -126,12 +143,43 @@ def main() -> None:
         print(
             f"specdiag ingest:               {t_ingest:.2f} s wall, {cpu_ingest:.2f} s CPU, peak RSS {rss_ingest:.0f} MB"
         )
+        if runs_b:
+            t_base, rss_base, cpu_base = min(runs_b)
+            print(
+                f"baseline tree ingest:          {t_base:.2f} s wall, {cpu_base:.2f} s CPU, peak RSS {rss_base:.0f} MB "
+                f"({t_base / t_polars:.2f}x polars wall)"
+            )
+        for name, runs in (("polars", runs_p), ("ingest", runs_i), ("baseline", runs_b)):
+            if runs:
+                print(
+                    f"  {name}: median {statistics.median(r[0] for r in runs):.2f} s wall, "
+                    f"{statistics.median(r[2] for r in runs):.2f} s CPU; wall per run: "
+                    f"{', '.join(f'{r[0]:.2f}' for r in runs)} s"
+                )
         print(
             f"ratio ingest / polars: {t_ingest / t_polars:.2f}x wall, {cpu_ingest / cpu_polars:.2f}x CPU (target <= 1.5x)"
         )
+        # the fixed cost of each process: the same commands on a file of one request
+        tiny = d / "tiny.jsonl"
+        with open(trace, encoding="utf-8") as src:
+            tiny.write_text(src.readline(), encoding="utf-8")
+        tiny_cmd = [PY, "-c", polars_cmd[2].replace(str(trace), str(tiny))]
+        fixed_p = min(measure(tiny_cmd) for _ in range(args.repeat))
+        fixed_i = min(measure(ingest_cmd(tiny, d / f"tiny{k}.duckdb")) for k in range(args.repeat))
+        print(
+            f"fixed cost (a file of one request): polars {fixed_p[0]:.2f} s wall, ingest {fixed_i[0]:.2f} s wall; "
+            f"per-step part: polars {t_polars - fixed_p[0]:.2f} s, ingest {t_ingest - fixed_i[0]:.2f} s "
+            f"({(t_ingest - fixed_i[0]) / (t_polars - fixed_p[0]):.2f}x)"
+        )
         if args.big_factor > 0:
             big = d / "big.jsonl"
-            breqs, bsteps = generate(big, args.steps * args.big_factor, args.seed + 1, id_prefix="b")
+            breqs, bsteps = generate(
+                big,
+                args.steps * args.big_factor,
+                args.seed + 1,
+                id_prefix="b",
+                prompt_words=args.big_prompt_words,
+            )
             trace.unlink()
             bmb = big.stat().st_size / 2**20
             t_big, rss_big, _ = measure(ingest_cmd(big, d / "b.duckdb"))

@@ -42,7 +42,6 @@ def main() -> None:
     args = ap.parse_args()
     start = time.process_time()
     from specdiag import ingest, ingest_store, ingest_trace
-    from specdiag.store import connect
 
     imports = time.process_time() - start
     read_whole = timed("pyarrow parse", ingest_trace.read_whole)
@@ -57,7 +56,7 @@ def main() -> None:
         trace = Path(tmp) / "trace.jsonl"
         generate(trace, args.steps, 0)
         t0 = time.process_time()
-        con = connect(Path(tmp) / "s.duckdb")
+        con = ingest.connect_for_ingest(Path(tmp) / "s.duckdb")  # with ingest's settings
         t1 = time.process_time()
         ingest.ingest_files(con, [str(trace)], progress=False)
         t2 = time.process_time()

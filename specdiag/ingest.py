@@ -455,15 +455,22 @@ def ingest_paths(
     if fmt != "auto" and fmt not in known_formats():
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
     check_time_zone(tz)
-    con = connect(db)
-    # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
-    if not os.environ.get(MEMORY_ENV):
-        con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
-    con.execute("set preserve_insertion_order = false")
+    con = connect_for_ingest(db)
     try:
         return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress, tz)
     finally:
         con.close()
+
+
+def connect_for_ingest(db: str | os.PathLike[str] | None) -> duckdb.DuckDBPyConnection:
+    """The store, opened for writing with the settings ingest runs under."""
+    con = connect(db)
+    # bounded memory whatever the input size: DuckDB spills what a file's transaction appends beyond this
+    if not os.environ.get(MEMORY_ENV):
+        con.execute("set memory_limit = $limit", {"limit": DUCKDB_MEMORY})
+    # rows carry their line number; large appends may then run on several threads
+    con.execute("set preserve_insertion_order = false")
+    return con
 
 
 def ingest_files(

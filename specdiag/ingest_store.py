@@ -52,10 +52,9 @@ class StepAppender:
     """A file's step rows, appended to the store in whole row groups.
 
     DuckDB appends a large insert on several threads, and each thread's last row group is left part full; the
-    checkpoint rewrites those, single-threaded (about 0.5 s per million steps appended in 16 MB blocks, measured
-    in docs/benchmarks.md). Appends of whole row groups leave none. The rows past the last whole row group (fewer
-    than one group) wait here for the next block; ``flush`` writes them at the end of the file. The dedupe checks
-    see them through ``ids_in`` and ``taken``.
+    checkpoint at close then rewrites those on one thread. Appends of whole row groups, from one contiguous Arrow
+    chunk, leave none. The rows past the last whole row group (fewer than one group) wait here for the next block;
+    ``flush`` writes them at the end of the file. The dedupe checks see them through ``ids_in`` and ``taken``.
     """
 
     def __init__(self) -> None:
@@ -65,6 +64,8 @@ class StepAppender:
         rows = steps if self.pending is None else pl.concat([self.pending, steps])
         whole = len(rows) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
         if whole:
+            # one chunk: DuckDB splits it between its threads in whole row groups (pieces of a chunked
+            # frame were seen to leave part-full groups)
             insert_frame(con, "steps", rows.slice(0, whole).rechunk(), _STEP_SQL)
         self.pending = rows.slice(whole) if len(rows) > whole else None
 

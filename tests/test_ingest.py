@@ -195,6 +195,37 @@ def test_small_blocks_and_row_groups_store_the_same_rows(
     ) == [(0,)]
 
 
+def test_steps_are_stored_in_whole_row_groups(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the appender's purpose: a row group that an append leaves part full is rewritten by the checkpoint at close
+    import functools
+
+    from specdiag import ingest, ingest_read
+    from specdiag.ingest_store import ROW_GROUP_ROWS
+
+    # blocks of 2 MB: steps left over from one block are appended with the next
+    monkeypatch.setattr(
+        ingest, "read_blocks", functools.partial(ingest_read.read_blocks, block_bytes=2 << 20)
+    )
+
+    lines: list[Any] = []
+    for r in range(270):
+        steps = [{"step": k, "drafted": 2, "accepted": k % 3} for k in range(1000)]
+        if r % 10 == 9:  # flat step lines too: a block's steps then come in several pieces
+            lines.append(request(f"r{r}"))
+            lines += [{"event": "step", "request_id": f"r{r}", **s} for s in steps]
+        else:
+            lines.append(request(f"r{r}", steps=steps))
+    f = write_lines(tmp_path / "t.jsonl", lines)
+    stats = ingest_paths([f], db=db, progress=False)
+    assert stats.steps == 270_000
+    sizes = query(
+        db, "select row_group_id, max(count) from pragma_storage_info('steps') group by all order by 1"
+    )
+    assert [n for _, n in sizes] == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 270_000 - 2 * ROW_GROUP_ROWS]
+
+
 def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.jsonl.gz"
     copy.write_bytes(gzip.compress((EXAMPLES / "nested-steps.jsonl").read_bytes()))
