@@ -16,6 +16,9 @@
    three alike.
 6. Times both processes on a file of one request, to show the fixed cost of each (start-up, imports, creating
    the store) apart from the per-step cost.
+7. With ``--small-files N``: cuts the first 5N lines of the trace file into N files of 5 lines each (a folder of
+   rotated logs) and times one `specdiag ingest` of the folder against one of the same lines as a single file
+   (each tree, in turn), to show the cost of each file.
 
 Each measured process runs under a small wrapper whose only child it is, so ``RUSAGE_CHILDREN`` gives that
 process's own peak RSS.
@@ -107,6 +110,29 @@ def ingest_cmd(path: Path, db: Path, tree: Path = ROOT) -> list[str]:
     return [PY, "-c", code, "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
 
 
+def small_files(trace: Path, d: Path, n: int, repeat: int, baseline: Path | None) -> None:
+    """A folder of ``n`` files of 5 lines each against the same lines as one file, best of ``repeat`` each."""
+    folder, single = d / "small", d / "single.jsonl"
+    folder.mkdir()
+    with open(trace, encoding="utf-8") as src:
+        lines = [src.readline() for _ in range(5 * n)]
+    for i in range(n):
+        (folder / f"part-{i:05d}.jsonl").write_text("".join(lines[5 * i : 5 * i + 5]), encoding="utf-8")
+    single.write_text("".join(lines), encoding="utf-8")
+    trees = [("this code", ROOT)] + ([("baseline tree", baseline.resolve())] if baseline is not None else [])
+    for name, tree in trees:
+        t_folder = min(
+            measure(ingest_cmd(folder, d / f"sf{k}-{len(name)}.duckdb", tree))[0] for k in range(repeat)
+        )
+        t_single = min(
+            measure(ingest_cmd(single, d / f"ss{k}-{len(name)}.duckdb", tree))[0] for k in range(repeat)
+        )
+        print(
+            f"{name}: {n} files of 5 lines in {t_folder:.2f} s, the same lines as one file in {t_single:.2f} s: "
+            f"{(t_folder - t_single) / (n - 1) * 1000:.0f} ms per additional file"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -116,6 +142,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--baseline-tree", type=Path, help="a checkout of earlier code to time in the same run")
+    ap.add_argument("--small-files", type=int, default=0, help="also time a folder of this many 5-line files")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -171,6 +198,8 @@ def main() -> None:
             f"per-step part: polars {t_polars - fixed_p[0]:.2f} s, ingest {t_ingest - fixed_i[0]:.2f} s "
             f"({(t_ingest - fixed_i[0]) / (t_polars - fixed_p[0]):.2f}x)"
         )
+        if args.small_files > 0:
+            small_files(trace, d, args.small_files, args.repeat, args.baseline_tree)
         if args.big_factor > 0:
             big = d / "big.jsonl"
             breqs, bsteps = generate(

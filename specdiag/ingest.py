@@ -197,6 +197,7 @@ def _ingest_trace(
     con: duckdb.DuckDBPyConnection, blocks: Iterator[Block], stats: FileStats, file_id: str, key: bytes | None
 ) -> None:
     appender = StepAppender()
+    touched = 0
     for rows in _parsed(blocks):
         requests = prepare_requests(rows.requests, key)
         written = write_trace_rows(con, requests, rows.steps, file_id, TRACE, appender)
@@ -206,11 +207,13 @@ def _ingest_trace(
         stats.steps += written.steps
         stats.stored_lines += written.stored_lines
         stats.duplicates += written.duplicates
+        touched += written.touched
         write_rejects(con, file_id, stats.path, rows.rejects)
         stats.keep_examples(rows.rejects)
         stats.rejected += len(rows.rejects)
     appender.flush(con)
-    update_totals(con)
+    if touched:  # else every stored request got its totals from its own nested steps
+        update_totals(con)
 
 
 def _lines(blocks: Iterable[Block], counter: list[int]) -> Iterator[formats.Line]:

@@ -93,6 +93,7 @@ class Written:
     steps: int = 0  # step rows stored
     stored_lines: int = 0  # lines that became rows
     duplicates: int = 0  # lines whose request (or flat step) was already stored
+    touched: int = 0  # request ids whose totals ``update_totals`` must recompute at the end of the file
 
 
 def redact_key(con: duckdb.DuckDBPyConnection) -> bytes:
@@ -220,7 +221,7 @@ def write_trace_rows(
     insert_frame(con, "_touched", touched, {"request_id": "request_id"})
     flat_lines = int(steps["flat"].sum())
     flat_stored = int(candidates["flat"].sum())
-    w.requests, w.steps = len(new_requests), len(candidates)
+    w.requests, w.steps, w.touched = len(new_requests), len(candidates), len(touched)
     w.stored_lines = w.requests + flat_stored
     w.duplicates = (len(requests) - w.requests) + (flat_lines - flat_stored)
     return w

@@ -343,6 +343,8 @@ def insert_frame(
     unknown = sorted(set(select) - set(columns))
     if unknown:
         raise ValueError(f"{table} has no column(s) {', '.join(unknown)}")
+    if frame.is_empty():
+        return
     projection = ", ".join(f"{select.get(c) or columns[c] or 'null'} as {c}" for c in columns)
     con.from_arrow(frame.to_arrow()).project(projection).insert_into(table)
 
