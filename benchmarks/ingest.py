@@ -105,7 +105,7 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
 
 
 def ingest_cmd(path: Path, db: Path, tree: Path = ROOT) -> list[str]:
-    """`specdiag ingest` of the checkout at ``tree`` (``python -m`` imports the package from its cwd first)."""
+    """`specdiag ingest` as `python -m specdiag` run in ``tree``: the package is imported from that checkout."""
     code = f"import os, runpy, sys; os.chdir({str(tree)!r}); sys.path.insert(0, ''); runpy.run_module('specdiag', run_name='__main__')"
     return [PY, "-c", code, "ingest", str(path), "--db", str(db), "--no-progress", "--json"]
 
@@ -120,12 +120,12 @@ def small_files(trace: Path, d: Path, n: int, repeat: int, baseline: Path | None
         (folder / f"part-{i:05d}.jsonl").write_text("".join(lines[5 * i : 5 * i + 5]), encoding="utf-8")
     single.write_text("".join(lines), encoding="utf-8")
     trees = [("this code", ROOT)] + ([("baseline tree", baseline.resolve())] if baseline is not None else [])
-    for name, tree in trees:
+    for t, (name, tree) in enumerate(trees):
         t_folder = min(
-            measure(ingest_cmd(folder, d / f"sf{k}-{len(name)}.duckdb", tree))[0] for k in range(repeat)
+            measure(ingest_cmd(folder, d / f"folder-{t}-{k}.duckdb", tree))[0] for k in range(repeat)
         )
         t_single = min(
-            measure(ingest_cmd(single, d / f"ss{k}-{len(name)}.duckdb", tree))[0] for k in range(repeat)
+            measure(ingest_cmd(single, d / f"single-{t}-{k}.duckdb", tree))[0] for k in range(repeat)
         )
         print(
             f"{name}: {n} files of 5 lines in {t_folder:.2f} s, the same lines as one file in {t_single:.2f} s: "
