@@ -36,6 +36,7 @@ from specdiag.ingest_read import (
     read_blocks,
 )
 from specdiag.ingest_store import (
+    FileSpans,
     StepAppender,
     already_ingested,
     begin_file,
@@ -198,16 +199,17 @@ def _ingest_trace(
 ) -> None:
     appender = StepAppender()
     touched = 0
+    spans = FileSpans([1], [file_id])
     for rows in _parsed(blocks):
         requests = prepare_requests(rows.requests, key)
-        written = write_trace_rows(con, requests, rows.steps, file_id, TRACE, appender)
+        (written,), block_touched = write_trace_rows(con, requests, rows.steps, spans, TRACE, appender)
+        touched += block_touched
         stats.lines += rows.lines
         stats.blank += rows.blank
         stats.requests += written.requests
         stats.steps += written.steps
         stats.stored_lines += written.stored_lines
         stats.duplicates += written.duplicates
-        touched += written.touched
         write_rejects(con, file_id, stats.path, rows.rejects)
         stats.keep_examples(rows.rejects)
         stats.rejected += len(rows.rejects)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from specdiag.store import insert_frame
@@ -89,11 +90,31 @@ class StepAppender:
 
 @dataclass
 class Written:
+    """What one block wrote for one file."""
+
     requests: int = 0  # request rows stored
     steps: int = 0  # step rows stored
     stored_lines: int = 0  # lines that became rows
     duplicates: int = 0  # lines whose request (or flat step) was already stored
-    touched: int = 0  # request ids whose totals ``update_totals`` must recompute at the end of the file
+
+
+@dataclass
+class FileSpans:
+    """The files whose lines a block holds, in order: one file, or several small files read as one block.
+
+    ``first_lines[k]`` is the line number (in the numbering of the block's rows) of file k's first line.
+    """
+
+    first_lines: list[int]
+    file_ids: list[str]
+
+    def of(self, lines: np.ndarray) -> np.ndarray:
+        """The index of the file each line number belongs to."""
+        return np.searchsorted(np.asarray(self.first_lines), lines, side="right") - 1
+
+    def counts(self, lines: pl.Series) -> np.ndarray:
+        """How many of ``lines`` fall in each file."""
+        return np.bincount(self.of(lines.to_numpy()), minlength=len(self.file_ids))
 
 
 def redact_key(con: duckdb.DuckDBPyConnection) -> bytes:
@@ -169,17 +190,17 @@ def write_trace_rows(
     con: duckdb.DuckDBPyConnection,
     requests: pl.DataFrame,
     steps: pl.DataFrame,
-    file_id: str,
+    files: FileSpans,
     source: str,
     appender: StepAppender,
-) -> Written:
+) -> tuple[list[Written], int]:
     """Insert one block's rows (sorted by line), skipping what is already stored; count duplicates per line.
 
     First write wins: a request id already stored, or seen earlier in the block, makes its line a duplicate (its
     nested steps go with it); a flat step whose (request_id, step) is already stored or earlier is a duplicate.
-    Steps go through ``appender`` (the file's), which the caller flushes at the end of the file.
+    Steps go through ``appender`` (the transaction's), which the caller flushes before committing. Returns what was
+    written for each file of ``files``, and how many request ids ``update_totals`` must recompute.
     """
-    w = Written()
     first = requests.filter(pl.col("request_id").is_first_distinct())
     known = stored_ids(con, "requests", first.select("request_id"))
     new_requests = first.join(known, on="request_id", how="anti")
@@ -215,16 +236,30 @@ def write_trace_rows(
     else:
         totals = _totals(candidates)  # no flat steps: every step is nested in a request stored now
     new_requests = new_requests.update(totals, on="request_id", how="left")
-    requests_out = new_requests.with_columns(pl.lit(source).alias("source"), pl.lit(file_id).alias("file_id"))
+    # each request's file, and its line number within that file
+    k = files.of(new_requests["line"].to_numpy())
+    requests_out = new_requests.with_columns(
+        pl.lit(source).alias("source"),
+        pl.Series("file_id", np.asarray(files.file_ids, dtype=object)[k], pl.String),
+        pl.col("line") - pl.Series(np.asarray(files.first_lines, dtype=np.int64)[k]) + 1,
+    )
     insert_frame(con, "requests", requests_out, _REQUEST_SQL)
     appender.add(con, candidates)
     insert_frame(con, "_touched", touched, {"request_id": "request_id"})
-    flat_lines = int(steps["flat"].sum())
-    flat_stored = int(candidates["flat"].sum())
-    w.requests, w.steps, w.touched = len(new_requests), len(candidates), len(touched)
-    w.stored_lines = w.requests + flat_stored
-    w.duplicates = (len(requests) - w.requests) + (flat_lines - flat_stored)
-    return w
+    n_requests, n_new = files.counts(requests["line"]), files.counts(new_requests["line"])
+    n_flat = files.counts(steps.filter("flat")["line"])
+    n_flat_stored = files.counts(candidates.filter("flat")["line"])
+    n_steps = files.counts(candidates["line"])
+    written = [
+        Written(
+            requests=int(n_new[i]),
+            steps=int(n_steps[i]),
+            stored_lines=int(n_new[i] + n_flat_stored[i]),
+            duplicates=int((n_requests[i] - n_new[i]) + (n_flat[i] - n_flat_stored[i])),
+        )
+        for i in range(len(files.file_ids))
+    ]
+    return written, len(touched)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:

@@ -83,6 +83,7 @@ class BlockRows:
     rejects: list[Rejected] = field(default_factory=list)
     blank: int = 0
     lines: int = 0
+    blank_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # their line numbers
 
 
 def _arrow_schema(ts_type: pa.DataType) -> pa.Schema:
@@ -575,4 +576,5 @@ def parse_block(block: Block, table: pa.Table | None = None) -> BlockRows:
         steps = pl.concat([p[1] for p in parts]).sort("line", "step")
     else:
         requests, steps = pl.DataFrame(schema=REQUEST_SCHEMA), pl.DataFrame(schema=STEP_SCHEMA)
-    return BlockRows(requests, steps, rejects, len(blank_idx), block.n_lines)
+    blank_lines = block.first_line + np.asarray(blank_idx, dtype=np.int64)
+    return BlockRows(requests, steps, rejects, len(blank_idx), block.n_lines, blank_lines)
