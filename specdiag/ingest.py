@@ -21,17 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from specdiag import formats
 from specdiag.errors import InputError, ThresholdExceeded, UsageError
 from specdiag.ingest_read import (
+    BLOCK_BYTES,
+    GZIP_MAGIC,
     STDIN,
+    ZSTD_MAGIC,
     Block,
     Source,
     TruncatedInput,
     expand_paths,
+    line_bounds,
     open_decompressed,
     read_blocks,
 )
@@ -48,11 +53,21 @@ from specdiag.ingest_store import (
     write_rejects,
     write_trace_rows,
 )
-from specdiag.ingest_trace import BlockRows, Rejected, parse_block, read_whole
+from specdiag.ingest_trace import (
+    REQUEST_SCHEMA,
+    STEP_SCHEMA,
+    BlockRows,
+    Rejected,
+    parse_block,
+    read_whole,
+)
 from specdiag.store import MEMORY_ENV, connect, insert_frame, table_columns, transaction
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
+# Uncompressed trace files up to this size are ingested many to a block and a transaction (each with its own
+# ledger row): a file of a few lines otherwise costs as much as a block.
+SMALL_FILE_BYTES = 1024 * 1024
 DUCKDB_MEMORY = "512MB"
 
 
@@ -467,6 +482,105 @@ def ingest_paths(
         con.close()
 
 
+def _small_trace(source: Source, fmt: str) -> bytes | None:
+    """The content of an uncompressed trace file of at most SMALL_FILE_BYTES, else None (ingested on its own)."""
+    if (
+        source.path == STDIN
+        or source.size is None
+        or source.size > SMALL_FILE_BYTES
+        or fmt not in ("auto", TRACE)
+    ):
+        return None
+    try:
+        data = Path(source.path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{source.path}: cannot open: {exc.strerror}") from exc
+    if data.startswith((GZIP_MAGIC, ZSTD_MAGIC)) or len(data) > SMALL_FILE_BYTES:
+        return None
+    if fmt == "auto":
+        head = data.split(b"\n", HEAD_LINES)[:HEAD_LINES] if data else []
+        try:
+            if choose_format(fmt, head, source.label) != TRACE:
+                return None
+        except InputError:  # no format claims it: ingest_source says so, after the files before it are stored
+            return None
+    return data
+
+
+def ingest_small_files(
+    con: duckdb.DuckDBPyConnection, files: list[tuple[Source, bytes]], redact: bool = False
+) -> list[FileStats]:
+    """Small uncompressed trace files (path and content, in order), in one block and one transaction.
+
+    Each file gets its ledger row, and its rows, rejects and counts are its own, exactly as when it is ingested on
+    its own (``tests/test_ingest.py`` compares the two); what they share is the cost of a block (parse, checks,
+    appends) and of a transaction, which for a file of a few lines is most of the cost of ingesting it.
+    """
+    out: list[FileStats] = []
+    live: list[tuple[int, str, bytes]] = []  # (position in out, file_id, content) of the files to ingest
+    seen: dict[str, str] = {}
+    for source, data in files:
+        file_id = hashlib.sha256(data).hexdigest()
+        stats = FileStats(path=source.label, format=TRACE)
+        previous = already_ingested(con, file_id)
+        if previous is None and file_id in seen:  # the same content earlier in this group
+            previous = (seen[file_id], datetime.now(UTC))
+        if previous is not None:
+            path, when = previous
+            note = f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC"
+            out.append(FileStats(path=stats.path, format=TRACE, skipped=True, notes=[note]))
+            continue
+        seen[file_id] = source.label
+        live.append((len(out), file_id, data))
+        out.append(stats)
+    if not live:
+        return out
+    # one block: each file's lines in turn (a last line without its newline gets one, which adds no line)
+    pieces = [d if not d or d.endswith(b"\n") else d + b"\n" for _, _, d in live]
+    first_lines = (1 + np.cumsum([0] + [p.count(b"\n") for p in pieces[:-1]])).tolist()
+    first_bytes = np.cumsum([0] + [len(p) for p in pieces[:-1]]).tolist()
+    data = b"".join(pieces)
+    starts, ends = line_bounds(data)
+    block = Block(data, 1, 0, starts, ends)
+    spans = FileSpans(first_lines, [file_id for _, file_id, _ in live])
+    with transaction(con):
+        begin_file(con)
+        key = redact_key(con) if redact else None
+        rows = (
+            parse_block(block, read_whole(block))
+            if block.n_lines
+            else BlockRows(pl.DataFrame(schema=REQUEST_SCHEMA), pl.DataFrame(schema=STEP_SCHEMA))
+        )
+        appender = StepAppender()
+        written, touched = write_trace_rows(
+            con, prepare_requests(rows.requests, key), rows.steps, spans, TRACE, appender
+        )
+        appender.flush(con)
+        if touched:
+            update_totals(con)
+        blank = np.bincount(spans.of(rows.blank_lines), minlength=len(live))
+        rejects_of = spans.of(np.asarray([r.line for r in rows.rejects], dtype=np.int64))
+        for k, (position, file_id, piece) in enumerate(zip([p for p, _, _ in live], spans.file_ids, pieces)):
+            stats = out[position]
+            w = written[k]
+            stats.lines = piece.count(b"\n")
+            stats.blank = int(blank[k])
+            stats.requests, stats.steps = w.requests, w.steps
+            stats.stored_lines, stats.duplicates = w.stored_lines, w.duplicates
+            own = [
+                Rejected(
+                    r.line - first_lines[k] + 1, r.byte_offset - first_bytes[k], r.reason, r.detail, r.raw
+                )
+                for r, j in zip(rows.rejects, rejects_of)
+                if j == k
+            ]
+            write_rejects(con, file_id, stats.path, own)
+            stats.keep_examples(own)
+            stats.rejected = len(own)
+            write_ledger(con, _ledger_row(file_id, stats))
+    return out
+
+
 def connect_for_ingest(db: str | os.PathLike[str] | None) -> duckdb.DuckDBPyConnection:
     """The store, opened for writing with the settings ingest runs under."""
     con = connect(db)
@@ -494,15 +608,37 @@ def ingest_files(
 
     stats = IngestStats()
     with ProgressDisplay(files, enabled=progress) as display:
+        small: list[tuple[Source, bytes]] = []  # small trace files waiting to be ingested together, in order
+        small_bytes = [0]
+
+        def ingest_small() -> None:
+            for (source, _), f in zip(small, ingest_small_files(con, small, redact)):
+                display.start(source)
+                display.chose_format(source.label, TRACE)
+                display.advance(source.size or 0)
+                display.finish(f)
+                stats.add(f)
+            small.clear()
+            small_bytes[0] = 0
+
         for path in files:
             size = None if path == STDIN else Path(path).stat().st_size
             source = Source(path, size)
+            data = _small_trace(source, fmt)
+            if data is not None:
+                small.append((source, data))
+                small_bytes[0] += len(data)
+                if small_bytes[0] >= BLOCK_BYTES:
+                    ingest_small()
+                continue
+            ingest_small()
             display.start(source)
             f = ingest_source(
                 con, source, fmt, deployment, year, redact, display.advance, display.chose_format, tz
             )
             display.finish(f)
             stats.add(f)
+        ingest_small()
     if max_rejects is not None and stats.rejected > max_rejects:
         raise ThresholdExceeded(
             f"{stats.rejected} lines rejected, more than --max-rejects {max_rejects} (the accepted lines are stored)",

@@ -226,6 +226,85 @@ def test_steps_are_stored_in_whole_row_groups(
     assert [n for _, n in sizes] == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 270_000 - 2 * ROW_GROUP_ROWS]
 
 
+def _store_contents(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the store, file ids and line numbers included (the ledger without its clock)."""
+    tables = {
+        "requests": "select * from requests",
+        "steps": "select * from steps",
+        "rejects": "select * from rejects",
+        "windows": "select * from windows",
+        "ledger": "select * exclude (ingested_at) from ingest_ledger",
+    }
+    return {name: sorted(query(db, sql), key=repr) for name, sql in tables.items()}
+
+
+def test_small_files_ingested_together_store_what_each_would_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import random
+
+    from specdiag import ingest
+
+    rng = random.Random(11)
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    texts = []
+    for _ in range(45):
+        lines = []
+        for _ in range(rng.randrange(6)):
+            rid, kind = f"r{rng.randrange(30)}", rng.random()
+            if kind < 0.45:
+                steps = [
+                    {"step": k, "drafted": 2, "accepted": rng.randrange(3)} for k in range(rng.randrange(4))
+                ]
+                lines.append(json.dumps(request(rid, task=str(rng.random()), steps=steps)))
+            elif kind < 0.7:
+                step = {"step": rng.randrange(5), "drafted": 2, "accepted": rng.randrange(3)}
+                lines.append(json.dumps({"event": "step", "request_id": rid, **step}))
+            elif kind < 0.8:
+                lines.append(json.dumps(request(rid, drafted=5, accepted=2)))
+            elif kind < 0.88:
+                lines.append("  ")
+            elif kind < 0.95:
+                lines.append(json.dumps(request(rid, tau=-1)))
+            else:
+                lines.append('{"request_id": "x", oops')
+        texts.append("\n".join(lines) + ("\n" if rng.random() < 0.8 else ""))
+    texts[7] = texts[3]  # the same content twice
+    texts[12] = ""
+    for i, text in enumerate(texts):
+        (folder / f"{i:03d}.jsonl").write_text(text, encoding="utf-8")
+    # between the small files: engine logs (ingested on their own, in order) and trace files over the size limit
+    for name in ("sglang-requests.jsonl", "vllm-v0.log"):
+        shutil.copy(FIXTURES.parent / "engines" / name, folder / f"020-{name}")
+    shutil.copy(EXAMPLES / "flat-steps.jsonl", folder / "030-flat.jsonl")
+    groups: list[int] = []
+    grouped = ingest.ingest_small_files
+
+    def spy(con: Any, files: list[Any], redact: bool = False) -> Any:
+        groups.append(len(files))
+        return grouped(con, files, redact)
+
+    monkeypatch.setattr(ingest, "ingest_small_files", spy)
+    monkeypatch.setattr(ingest, "SMALL_FILE_BYTES", 2000)
+    monkeypatch.setattr(ingest, "BLOCK_BYTES", 4000)  # several groups
+    together = ingest_paths([folder], db=tmp_path / "together.duckdb", progress=False)
+    assert len(groups) > 3 and max(groups) > 5
+    monkeypatch.setattr(ingest, "SMALL_FILE_BYTES", -1)
+    alone = ingest_paths([folder], db=tmp_path / "alone.duckdb", progress=False)
+
+    def per_file(stats: Any) -> list[dict[str, Any]]:
+        return [
+            {**dataclasses.asdict(f), "notes": [re.sub(r"ingested .*", "", n) for n in f.notes]}
+            for f in stats.per_file
+        ]
+
+    assert together.rejected > 5 and together.duplicates > 5 and together.skipped > 1
+    assert per_file(together) == per_file(alone)
+    assert _store_contents(tmp_path / "together.duckdb") == _store_contents(tmp_path / "alone.duckdb")
+
+
 def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.jsonl.gz"
     copy.write_bytes(gzip.compress((EXAMPLES / "nested-steps.jsonl").read_bytes()))
