@@ -2,6 +2,7 @@
 
 Each input (file or stdin) is committed in one transaction together with its ledger row, keyed by the SHA-256 of
 its decompressed content: a crash leaves no partial file behind, and the same content is never ingested twice.
+Small uncompressed trace files share a transaction (and a parsed block), each with its own ledger row.
 Every line lands in exactly one place, so that for each file
 ``lines = stored_lines + duplicates + blank + rejected + other_lines``.
 """
