@@ -522,18 +522,17 @@ def ingest_small_files(
     seen: dict[str, str] = {}
     for source, data in files:
         file_id = hashlib.sha256(data).hexdigest()
-        stats = FileStats(path=source.label, format=TRACE)
         previous = already_ingested(con, file_id)
         if previous is None and file_id in seen:  # the same content earlier in this group
             previous = (seen[file_id], datetime.now(UTC))
         if previous is not None:
             path, when = previous
             note = f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC"
-            out.append(FileStats(path=stats.path, format=TRACE, skipped=True, notes=[note]))
+            out.append(FileStats(path=source.label, format=TRACE, skipped=True, notes=[note]))
             continue
         seen[file_id] = source.label
         live.append((len(out), file_id, data))
-        out.append(stats)
+        out.append(FileStats(path=source.label, format=TRACE))
     if not live:
         return out
     # one block: each file's lines in turn (a last line without its newline gets one, which adds no line)
@@ -561,10 +560,9 @@ def ingest_small_files(
             update_totals(con)
         blank = np.bincount(spans.of(rows.blank_lines), minlength=len(live))
         rejects_of = spans.of(np.asarray([r.line for r in rows.rejects], dtype=np.int64))
-        for k, (position, file_id, piece) in enumerate(zip([p for p, _, _ in live], spans.file_ids, pieces)):
-            stats = out[position]
-            w = written[k]
-            stats.lines = piece.count(b"\n")
+        for k, (position, file_id, _) in enumerate(live):
+            stats, w = out[position], written[k]
+            stats.lines = pieces[k].count(b"\n")
             stats.blank = int(blank[k])
             stats.requests, stats.steps = w.requests, w.steps
             stats.stored_lines, stats.duplicates = w.stored_lines, w.duplicates
