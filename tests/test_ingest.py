@@ -179,7 +179,8 @@ def test_small_blocks_and_row_groups_store_the_same_rows(
             lines.append(request(rid, task=str(i), steps=steps))
     f = write_lines(tmp_path / "t.jsonl", lines)
     dbs = [tmp_path / "default.duckdb", tmp_path / "small.duckdb"]
-    first = ingest_paths([f], db=dbs[0], progress=False)
+    first = ingest_paths([f], db=dbs[0], progress=False)  # a small file: read whole with others (none here)
+    monkeypatch.setattr(ingest, "SMALL_FILE_BYTES", -1)  # the block path, in blocks of 300 bytes
     monkeypatch.setattr(ingest_store, "ROW_GROUP_ROWS", 5)
     monkeypatch.setattr(ingest, "read_blocks", functools.partial(ingest_read.read_blocks, block_bytes=300))
     second = ingest_paths([f], db=dbs[1], progress=False)
@@ -318,9 +319,11 @@ def test_reingest_changes_nothing(run: Any, db: Path, tmp_path: Path) -> None:
     assert query(db, "select count(*) from ingest_ledger") == [(3,)]
 
 
+@pytest.mark.parametrize("small_file_bytes", [1 << 20, -1], ids=["with-small-files", "alone"])
 def test_reingest_of_a_plain_file_skips_before_parsing(
-    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_file_bytes: int
 ) -> None:
+    monkeypatch.setattr("specdiag.ingest.SMALL_FILE_BYTES", small_file_bytes)
     f = tmp_path / "t.jsonl"
     f.write_bytes((EXAMPLES / "nested-steps.jsonl").read_bytes())
     ingest_json(run, f, "--db", db)
@@ -337,7 +340,9 @@ def test_reingest_of_a_plain_file_skips_before_parsing(
 def test_file_changed_after_hashing_is_stored_under_the_content_read(
     run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a log still being written: the up-front hash no longer matches what the stream then reads
+    # a log still being written: the up-front hash no longer matches what the stream then reads (a file read
+    # whole, as small files are, is hashed as read)
+    monkeypatch.setattr("specdiag.ingest.SMALL_FILE_BYTES", -1)
     f = write_lines(tmp_path / "t.jsonl", [request("a", steps=[{"step": 0, "drafted": 4, "accepted": 2}])])
     monkeypatch.setattr(
         "specdiag.ingest.prehash", lambda source: hashlib.sha256(b"older content").hexdigest()
