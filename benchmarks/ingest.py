@@ -19,6 +19,9 @@
 7. With ``--small-files N``: cuts the first 5N lines of the trace file into N files of 5 lines each (a folder of
    rotated logs) and times one `specdiag ingest` of the folder against one of the same lines as a single file
    (each tree, in turn), to show the cost of each file.
+8. With ``--file-sizes MB,...``: for each size, cuts the trace file into 16 files of about that size and times
+   ``ingest_paths`` on the folder with every file read many to a transaction and with every file on its own, in
+   turn: the measurement behind the size limit of the first (``ingest.SMALL_FILE_BYTES``).
 
 Each measured process runs under a small wrapper whose only child it is, so ``RUSAGE_CHILDREN`` gives that
 process's own peak RSS.
@@ -133,6 +136,29 @@ def small_files(trace: Path, d: Path, n: int, repeat: int, baseline: Path | None
         )
 
 
+def file_sizes(trace: Path, d: Path, mb: float, repeat: int) -> None:
+    """16 files of about ``mb`` MB each (whole lines), ingested as a folder with and without small-file grouping."""
+    folder = d / f"files-{mb}"
+    folder.mkdir()
+    with open(trace, "rb") as src:
+        for i in range(16):
+            (folder / f"part-{i:02d}.jsonl").write_bytes(src.read(int(mb * 2**20)) + src.readline())
+    # ingest_paths with the size limit set (-1: every file on its own; 1 GB: every file read with others)
+    code = (
+        "import sys; from specdiag import ingest; ingest.SMALL_FILE_BYTES = int(sys.argv[3]); "
+        "ingest.ingest_paths([sys.argv[1]], db=sys.argv[2], progress=False)"
+    )
+    grouped, single = [], []
+    for k in range(repeat):
+        grouped.append(
+            measure([PY, "-c", code, str(folder), str(d / f"grouped-{mb}-{k}.duckdb"), str(2**30)])[0]
+        )
+        single.append(measure([PY, "-c", code, str(folder), str(d / f"alone-{mb}-{k}.duckdb"), "-1"])[0])
+    print(
+        f"16 files of {mb:g} MB: {min(grouped):.2f} s read many to a transaction, {min(single):.2f} s each on its own"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -143,6 +169,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--baseline-tree", type=Path, help="a checkout of earlier code to time in the same run")
     ap.add_argument("--small-files", type=int, default=0, help="also time a folder of this many 5-line files")
+    ap.add_argument(
+        "--file-sizes", default="", help="MB,...: folders of 16 files of each size, grouped or not"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -200,6 +229,8 @@ def main() -> None:
         )
         if args.small_files > 0:
             small_files(trace, d, args.small_files, args.repeat, args.baseline_tree)
+        for mb in [float(x) for x in args.file_sizes.split(",") if x]:
+            file_sizes(trace, d, mb, args.repeat)
         if args.big_factor > 0:
             big = d / "big.jsonl"
             breqs, bsteps = generate(

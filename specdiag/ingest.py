@@ -66,9 +66,10 @@ from specdiag.store import MEMORY_ENV, connect, insert_frame, table_columns, tra
 
 TRACE = "trace"
 HEAD_LINES = 200  # lines shown to format detectors
-# Uncompressed trace files up to this size are ingested many to a block and a transaction (each with its own
-# ledger row): a file of a few lines otherwise costs as much as a block.
-SMALL_FILE_BYTES = 1024 * 1024
+# Uncompressed trace files up to this size are read whole, many to a block and a transaction (each with its own
+# ledger row): a file of a few lines otherwise costs as much as a block, and files up to a block's size were
+# measured faster this way too (`benchmarks/ingest.py --file-sizes`, docs/benchmarks.md).
+SMALL_FILE_BYTES = BLOCK_BYTES
 DUCKDB_MEMORY = "512MB"
 
 

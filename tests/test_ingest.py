@@ -205,7 +205,8 @@ def test_steps_are_stored_in_whole_row_groups(
     from specdiag import ingest, ingest_read
     from specdiag.ingest_store import ROW_GROUP_ROWS
 
-    # blocks of 2 MB: steps left over from one block are appended with the next
+    # the block path in blocks of 2 MB: steps left over from one block are appended with the next
+    monkeypatch.setattr(ingest, "SMALL_FILE_BYTES", -1)
     monkeypatch.setattr(
         ingest, "read_blocks", functools.partial(ingest_read.read_blocks, block_bytes=2 << 20)
     )
