@@ -46,6 +46,7 @@ from specdiag.ingest_store import (
     StepAppender,
     already_ingested,
     begin_file,
+    ingested,
     prepare_requests,
     redact_key,
     stored_ids,
@@ -388,7 +389,7 @@ def ingest_source(
                         f"update {table} set file_id = $id where file_id = $old",
                         {"id": file_id, "old": written_as},
                     )
-            write_ledger(con, _ledger_row(file_id, stats))
+            write_ledger(con, [_ledger_row(file_id, stats)])
     except _Skip as skip:
         path, when = skip.args[0]
         stats.skipped = True
@@ -521,9 +522,10 @@ def ingest_small_files(
     out: list[FileStats] = []
     live: list[tuple[int, str, bytes]] = []  # (position in out, file_id, content) of the files to ingest
     seen: dict[str, str] = {}
-    for source, data in files:
-        file_id = hashlib.sha256(data).hexdigest()
-        previous = already_ingested(con, file_id)
+    file_ids = [hashlib.sha256(data).hexdigest() for _, data in files]
+    known = ingested(con, file_ids)
+    for (source, data), file_id in zip(files, file_ids):
+        previous = known.get(file_id)
         if previous is None and file_id in seen:  # the same content earlier in this group
             previous = (seen[file_id], datetime.now(UTC))
         if previous is not None:
@@ -577,7 +579,7 @@ def ingest_small_files(
             write_rejects(con, file_id, stats.path, own)
             stats.keep_examples(own)
             stats.rejected = len(own)
-            write_ledger(con, _ledger_row(file_id, stats))
+        write_ledger(con, [_ledger_row(file_id, out[position]) for position, file_id, _ in live])
     return out
 
 

@@ -313,13 +313,21 @@ def write_rejects(con: duckdb.DuckDBPyConnection, file_id: str, path: str, rejec
 
 
 def already_ingested(con: duckdb.DuckDBPyConnection, file_id: str) -> tuple[str, Any] | None:
-    rows = con.execute("select path, ingested_at from ingest_ledger where file_id = ?", [file_id]).fetchall()
-    return (str(rows[0][0]), rows[0][1]) if rows else None
+    """(path, ingested_at) of the ledger row with this content fingerprint, or None."""
+    return ingested(con, [file_id]).get(file_id)
 
 
-def write_ledger(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
-    names = list(row)
+def ingested(con: duckdb.DuckDBPyConnection, file_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """(path, ingested_at) of each of ``file_ids`` already in the ledger, in one query."""
+    rows = con.execute(
+        "select file_id, path, ingested_at from ingest_ledger where file_id in (select unnest($ids))",
+        {"ids": file_ids},
+    ).fetchall()
+    return {str(file_id): (str(path), when) for file_id, path, when in rows}
+
+
+def write_ledger(con: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Ledger rows (dicts of column values), in one statement: the rows are a bound list of structs."""
     con.execute(
-        f"insert into ingest_ledger ({', '.join(names)}) values ({', '.join('?' * len(names))})",
-        [row[n] for n in names],
+        "insert into ingest_ledger by name select unnest($rows, recursive := true)", {"rows": list(rows)}
     )
