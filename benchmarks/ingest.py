@@ -132,7 +132,7 @@ def small_files(trace: Path, d: Path, n: int, repeat: int, baseline: Path | None
         )
         print(
             f"{name}: {n} files of 5 lines in {t_folder:.2f} s, the same lines as one file in {t_single:.2f} s: "
-            f"{(t_folder - t_single) / (n - 1) * 1000:.0f} ms per additional file"
+            f"{(t_folder - t_single) / (n - 1) * 1000:.1f} ms per additional file"
         )
 
 
