@@ -223,6 +223,40 @@ def test_kill_9_mid_ingest_leaves_a_consistent_store(db: Path, tmp_path: Path) -
     assert count(db, "select sum(drafted) from requests where request_id like 'big-%'") == 6_000 * 400
 
 
+@pytest.mark.slow
+def test_kill_9_mid_folder_of_small_files_leaves_whole_files_only(db: Path, tmp_path: Path) -> None:
+    # small files share a transaction: a crash loses the files of the group under way, never part of a file
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for k in range(20):  # about 2.3 MB each: several groups of 16 MB (and at most 20 files: a line for each)
+        _big_trace(folder / f"{k:02d}.jsonl", 300)
+        text = (folder / f"{k:02d}.jsonl").read_text().replace('"big-', f'"f{k}-')
+        (folder / f"{k:02d}.jsonl").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = _ingest_cmd(db, folder)
+    cmd.remove("--no-progress")  # a file's format line on stderr comes once its group is committed
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    while b"format trace" not in (line := proc.stderr.readline()):  # past the progress bar's output
+        assert line, "ingest ended without naming a file's format"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "ingest finished before it could be killed: add files"
+    files = count(db, "select count(*) from ingest_ledger")
+    assert 0 < files < 20
+    # every file in the ledger has all its rows, and no row belongs to a file outside it
+    assert count(db, "select count(*) from ingest_ledger where requests <> 300 or steps <> 30000") == 0
+    assert count(db, "select count(*) from requests") == 300 * files
+    outside = "select count(*) from requests where file_id not in (select file_id from ingest_ledger)"
+    assert count(db, outside) == 0
+    assert count(db, "select count(*) from steps") == 30_000 * files
+    out = subprocess.run(_ingest_cmd(db, folder), check=True, env=env, capture_output=True, text=True)
+    stats = json.loads(out.stdout)
+    assert (stats["skipped"], stats["requests"]) == (files, 300 * (20 - files))
+    assert count(db, "select count(*), sum(drafted) from requests", row=True) == (6_000, 6_000 * 400)
+
+
 def test_second_writer_gets_a_clear_error(db: Path, tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [
