@@ -105,9 +105,9 @@ def run_prototype(path: str, db: str, stages: dict[str, float] | None = None) ->
             "rejected": 0,
             "other_lines": 0,
         }
+        # as ingest_store.write_ledger: the row is a bound struct, its keys matched to columns by name
         con.execute(
-            f"insert into ingest_ledger ({', '.join(ledger)}) values ({', '.join('?' * len(ledger))})",
-            list(ledger.values()),
+            "insert into ingest_ledger by name select unnest($rows, recursive := true)", {"rows": [ledger]}
         )
         inside = time.process_time() - t
     if stages is not None:

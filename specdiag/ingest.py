@@ -391,9 +391,8 @@ def ingest_source(
                     )
             write_ledger(con, [_ledger_row(file_id, stats)])
     except _Skip as skip:
-        path, when = skip.args[0]
         stats.skipped = True
-        stats.notes.append(f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC")
+        stats.notes.append(_same_content(*skip.args[0]))
     finally:
         if source.path != STDIN:
             stream.close()
@@ -406,6 +405,11 @@ def ingest_source(
             notes=stats.notes,
         )
     return stats
+
+
+def _same_content(path: str, when: datetime) -> str:
+    """The note of a file skipped because its content was ingested before (as ``path``, at ``when``, UTC)."""
+    return f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC"
 
 
 class _Skip(Exception):
@@ -529,9 +533,9 @@ def ingest_small_files(
         if previous is None and file_id in seen:  # the same content earlier in this group
             previous = (seen[file_id], datetime.now(UTC))
         if previous is not None:
-            path, when = previous
-            note = f"same content as {path}, ingested {when:%Y-%m-%d %H:%M:%S} UTC"
-            out.append(FileStats(path=source.label, format=TRACE, skipped=True, notes=[note]))
+            out.append(
+                FileStats(path=source.label, format=TRACE, skipped=True, notes=[_same_content(*previous)])
+            )
             continue
         seen[file_id] = source.label
         live.append((len(out), file_id, data))
@@ -611,9 +615,10 @@ def ingest_files(
     stats = IngestStats()
     with ProgressDisplay(files, enabled=progress) as display:
         small: list[tuple[Source, bytes]] = []  # small trace files waiting to be ingested together, in order
-        small_bytes = [0]
+        small_bytes = 0
 
         def ingest_small() -> None:
+            nonlocal small_bytes
             for (source, _), f in zip(small, ingest_small_files(con, small, redact)):
                 display.start(source)
                 display.chose_format(source.label, TRACE)
@@ -621,7 +626,7 @@ def ingest_files(
                 display.finish(f)
                 stats.add(f)
             small.clear()
-            small_bytes[0] = 0
+            small_bytes = 0
 
         for path in files:
             size = None if path == STDIN else Path(path).stat().st_size
@@ -629,8 +634,8 @@ def ingest_files(
             data = _small_trace(source, fmt)
             if data is not None:
                 small.append((source, data))
-                small_bytes[0] += len(data)
-                if small_bytes[0] >= BLOCK_BYTES:
+                small_bytes += len(data)
+                if small_bytes >= BLOCK_BYTES:
                     ingest_small()
                 continue
             ingest_small()
