@@ -10,14 +10,12 @@ import importlib
 import sys
 
 import click
-import duckdb
 
 from specdiag import __version__
 from specdiag.errors import ExitCode, SpecdiagError
 
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
-    # each command module adds its line here, e.g. "ingest": "specdiag.commands.ingest:ingest",
     "simulate": "specdiag.commands.simulate:simulate",
     "ingest": "specdiag.commands.ingest:ingest",
     "diagnose": "specdiag.commands.diagnose:diagnose",
@@ -32,6 +30,25 @@ COMMANDS: dict[str, str] = {
     "replay": "specdiag.commands.replay:replay",
 }
 
+# name -> the first sentence of its help, so that `specdiag --help` lists the commands without importing them all
+# (scipy, polars, duckdb: 2 s). tests/test_cli_docs.py checks each against the command's own help.
+SUMMARIES: dict[str, str] = {
+    "demo": "Simulate a week of a small fleet with incidents, ingest it, diagnose, flag and replay prompts on the "
+    "demo model pair, recommend tau, and write the report.",
+    "diagnose": "Find acceptance regressions, fast-but-wrong output, bottlenecks and mis-set tau.",
+    "explain": "Where one request's time went, its bottleneck, and its cost at the best tau and with speculation off.",
+    "flag": "Write representative requests of a finding (worst and typical cases) as prompt records for replay.",
+    "ingest": "Ingest trace files (JSON Lines, optionally gzip/zstd) and engine logs into the store.",
+    "query": "Run the named query queries/NAME.sql against the store (parameter values are always bound).",
+    "recommend": "Recommend tau (0 = speculation off) with the expected speedup.",
+    "replay": "Replay prompts through a target/draft pair: what the draft gets wrong, what each pass costs, and "
+    "whether the output is exactly the target's own.",
+    "report": "Write an HTML report: findings, acceptance and speedup charts, recommendations, replays, data quality.",
+    "simulate": "Simulate a speculative-decoding fleet with known incidents.",
+    "sql": "Run ad-hoc SQL against the store, opened read-only (no file reads or writes outside it either).",
+    "summary": "Requests, verify steps, acceptance rate, MAL and alpha per deployment and source (trace or engine).",
+}
+
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -43,6 +60,13 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of `specdiag --help` as click writes it, from SUMMARIES rather than imported commands."""
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        rows = [(n, click.Command(n, help=SUMMARIES[n]).get_short_help_str(limit)) for n in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except duckdb.Error as exc:  # any store error that escaped the adapter
+    except Exception as exc:
+        # a store error that escaped the adapter (duckdb is imported only by the commands that use it)
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(exc, duckdb.Error):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"error: database: {first}", err=True)
         sys.exit(int(ExitCode.STORE))

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from specdiag.cli import COMMANDS, cli
+from specdiag.cli import COMMANDS, SUMMARIES, cli
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
@@ -38,6 +38,23 @@ def test_command_has_help_text(name: str) -> None:
     cmd = command(name)
     assert (cmd.help or "").strip(), f"`specdiag {name}` has no help text (add a docstring)"
     assert cmd.get_short_help_str().strip()
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_group_help_lists_each_command_as_its_own_help_would(width: int) -> None:
+    """`specdiag --help` writes the command list from SUMMARIES; it must read exactly as click writes it from the
+    imported commands."""
+    assert set(SUMMARIES) == set(COMMANDS)
+
+    def group_help(format_commands: object) -> str:
+        formatter = click.HelpFormatter(width=width)
+        with click.Context(cli, info_name="specdiag") as ctx:
+            format_commands(ctx, formatter)  # type: ignore[operator]
+        return formatter.getvalue()
+
+    lazy = group_help(cli.format_commands)
+    assert lazy == group_help(lambda ctx, f: click.Group.format_commands(cli, ctx, f))
+    assert lazy.count("\n") > len(COMMANDS)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -113,3 +113,18 @@ def test_real_commands_import_no_torch(tmp_path: Path) -> None:
     assert findings, "the mixed scenario should give at least one finding to flag"
     specdiag([["flag", "--db", db, "--finding", 1, "--out", tmp_path / "prompts.jsonl"]], tmp_path)
     assert (tmp_path / "prompts.jsonl").stat().st_size > 0
+
+
+def test_group_help_and_version_import_no_library(tmp_path: Path) -> None:
+    """`specdiag --help` and `--version` answer at once: they load no command, so none of the data libraries."""
+    code = (
+        "import contextlib, io, sys\nfrom specdiag.cli import main\n"
+        "for argv in (['--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:]))))"
+    )
+    libs = ["duckdb", "polars", "pyarrow", "numpy", "scipy", "altair", "rich", *HEAVY]
+    done = subprocess.run([sys.executable, "-c", code, *libs], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
