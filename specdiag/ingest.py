@@ -156,7 +156,7 @@ def _looks_like_trace(head: list[bytes]) -> bool:
     for raw in nonblank[:20]:
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep for Python's parser
             continue
         if isinstance(obj, dict) and (
             obj.get("event") in ("request", "step")

@@ -112,6 +112,43 @@ class _Counting(io.RawIOBase):
         return n
 
 
+class _ZstdFrames(io.RawIOBase):
+    """zstd frames one after another, decompressed; input that ends inside a frame raises ZstdError.
+
+    (zstandard's own ``stream_reader`` ends a cut frame quietly, as if the input were whole.)
+    """
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.frame = zstandard.ZstdDecompressor().decompressobj()
+        self.in_frame = False  # input seen since the last complete frame
+        self.out = b""
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while self.pos == len(self.out):
+            packed = self.inner.read(1 << 20)
+            if not packed:
+                if self.in_frame:
+                    raise zstandard.ZstdError("the input ends inside a zstd frame")
+                return 0
+            pieces = []
+            while packed:
+                if self.frame.eof:
+                    self.frame = zstandard.ZstdDecompressor().decompressobj()
+                pieces.append(self.frame.decompress(packed))
+                packed = self.frame.unused_data if self.frame.eof else b""
+            self.in_frame = not self.frame.eof
+            self.out, self.pos = b"".join(pieces), 0
+        n = min(len(buffer), len(self.out) - self.pos)
+        buffer[:n] = self.out[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
 def open_decompressed(source: Source) -> tuple[BinaryIO, _Counting]:
     """The decompressed byte stream of a source; gzip and zstd recognised by their magic bytes."""
     counting = _Counting(_raw_stream(source.path))
@@ -122,16 +159,40 @@ def open_decompressed(source: Source) -> tuple[BinaryIO, _Counting]:
         return gzip.GzipFile(fileobj=buffered, mode="rb"), counting  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
         source.compression = "zstd"
-        reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        return reader, counting  # type: ignore[return-value]
+        return io.BufferedReader(_ZstdFrames(buffered), buffer_size=1 << 20), counting
     return buffered, counting
 
 
-def _read(stream: BinaryIO, n: int) -> bytes:
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
+
+
+def _truncated(exc: Exception) -> TruncatedInput:
+    return TruncatedInput(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _read(stream: BinaryIO, n: int, compressed: bool) -> tuple[bytes, TruncatedInput | None]:
+    """Up to ``n`` bytes, and the error that ended a compressed stream early (None if it did not).
+
+    A compressed stream is read a decompressed piece at a time, so that a break keeps what came before it:
+    ``read(n)`` would raise and lose the whole block.
+    """
+    if not compressed:
+        try:
+            return stream.read(n), None
+        except OSError as exc:
+            return b"", _truncated(exc)
+    pieces: list[bytes] = []
+    got = 0
     try:
-        return stream.read(n)
-    except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
-        raise TruncatedInput(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        while got < n:
+            piece = stream.read1(n - got)  # type: ignore[attr-defined]
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+    except _STREAM_ERRORS as exc:
+        return b"".join(pieces), _truncated(exc)
+    return b"".join(pieces), None
 
 
 def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -150,10 +211,16 @@ def read_blocks(stream: BinaryIO, source: Source, block_bytes: int = BLOCK_BYTES
     line_no = 1
     offset = 0
     while True:
-        chunk = _read(stream, block_bytes)
+        chunk, broken = _read(stream, block_bytes, source.compression != "none")
         if chunk:
             source.fingerprint.update(chunk)
         data = carry + chunk if carry else chunk
+        if broken is not None:  # the whole lines before the break, then the error (the line it cut is lost)
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                starts, ends = line_bounds(data[:cut])
+                yield Block(data[:cut], line_no, offset, starts, ends)
+            raise broken
         if chunk:
             cut = data.rfind(b"\n") + 1
             if cut == 0:  # one line longer than a block: keep reading

@@ -20,12 +20,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pj
 
-from specdiag.ingest_read import Block
+from specdiag.ingest_read import Block, line_bounds
 from specdiag.traceformat import (
     EPOCH_MAX_S,
     FLAT_STEP_FIELDS,
     FLAT_STEP_REQUIRED,
     INT32_MAX,
+    MAX_DEPTH,
     REQUEST_FIELDS,
     REQUEST_REQUIRED,
     STEP_FIELDS,
@@ -33,6 +34,7 @@ from specdiag.traceformat import (
     TS_PATTERN,
     Invalid,
     Record,
+    nesting_depth,
     validate_line,
 )
 
@@ -131,15 +133,50 @@ def _read_options(data: bytes) -> pj.ReadOptions:
     return pj.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 24)))
 
 
-def _parse(data: bytes, schema: pa.Schema) -> pa.Table | None:
+def _read_json(data: bytes, parse_options: pj.ParseOptions | None = None) -> pa.Table | None:
+    """pyarrow's reader on NDJSON bytes; None when it refuses them or they nest deeper than MAX_DEPTH (the line
+    validator rejects such lines; polars, which the rows go through next, crashes on nesting near 800 levels)."""
     try:
-        return pj.read_json(
-            io.BytesIO(data),
-            read_options=_read_options(data),
-            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
-        )
+        table = pj.read_json(io.BytesIO(data), read_options=_read_options(data), parse_options=parse_options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+    return table if _type_depth(table.schema) <= MAX_DEPTH else None
+
+
+def _type_depth(schema: pa.Schema) -> int:
+    """How deep lists and structs nest in rows of this schema, the row's own object counting 1 (as nesting_depth)."""
+    deepest, todo = 1, [(f.type, 2) for f in schema]
+    while todo:
+        t, level = todo.pop()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            deepest = max(deepest, level)
+            todo.append((t.value_type, level + 1))
+        elif pa.types.is_struct(t):
+            deepest = max(deepest, level)
+            todo.extend((f.type, level + 1) for f in t)
+    return deepest
+
+
+# pyarrow's parser overflows its stack (and crashes the process) on a line nested about 10,000 deep (pyarrow 26). A
+# line needs that many opening brackets to nest that deep, so only lines with this many are measured beforehand.
+_READER_SAFE_DEPTH = 2048
+
+
+def _reader_safe(data: bytes, starts: np.ndarray | None) -> bool:
+    """Whether no line of ``data`` nests deeper than MAX_DEPTH with more than _READER_SAFE_DEPTH opening brackets."""
+    if starts is None:
+        starts, _ends = line_bounds(data)
+    bounds = np.append(starts, len(data))
+    for i in np.flatnonzero(np.diff(bounds) > _READER_SAFE_DEPTH).tolist():
+        begin, end = int(bounds[i]), int(bounds[i + 1])
+        opening = data.count(b"[", begin, end) + data.count(b"{", begin, end)
+        if opening > _READER_SAFE_DEPTH and nesting_depth(data[begin:end]) > MAX_DEPTH:
+            return False
+    return True
+
+
+def _parse(data: bytes, schema: pa.Schema) -> pa.Table | None:
+    return _read_json(data, pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
 
 
 def _as_text(t: pa.DataType) -> pa.DataType:
@@ -251,14 +288,8 @@ def _conform(table: pa.Table) -> pa.Table | None:
 
 
 def _read_inferred(data: bytes) -> pa.Table | None:
-    try:
-        table = pj.read_json(
-            io.BytesIO(data),
-            read_options=_read_options(data),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return _conform(table)
+    table = _read_json(data)
+    return None if table is None else _conform(table)
 
 
 # An integer literal of 19 or more digits may not fit int64; pyarrow then reads it as a double and loses digits.
@@ -288,7 +319,7 @@ def _read_arrow(data: bytes, starts: np.ndarray | None = None) -> pa.Table | Non
 
     The variant that worked last is tried first: a file uses one kind of timestamp throughout, as a rule.
     """
-    if _has_non_object_line(data, starts):
+    if _has_non_object_line(data, starts) or not _reader_safe(data, starts):
         return None
     inferred = _read_inferred(data)
     if inferred is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 REASONS: dict[str, str] = {
     "invalid_utf8": "the line is not valid UTF-8",
-    "invalid_json": "the line is not valid JSON",
+    "invalid_json": "the line is not valid JSON (or nests more than 128 levels deep)",
     "not_object": "the JSON value is not an object",
     "unknown_event": "`event` is neither 'request' nor 'step'",
     "missing_field": "a required field is absent or null",

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 # epoch seconds must fall before 3000-01-01: a larger number is almost surely milliseconds
@@ -235,6 +237,40 @@ def _check_text(value: Any) -> None:
             _check_text(v)
 
 
+# Arrays and objects nested in one another deeper than this (serde_json's default limit) make a line invalid_json:
+# the readers behind the fast path crash on deep nesting (polars near 800 levels, pyarrow's parser near 10,000).
+MAX_DEPTH = 128
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in one JSON line (brackets inside strings do not count); 1 for ``{}``.
+
+    Linear numpy passes: a quote opens or closes a string unless an odd run of backslashes precedes it.
+    """
+    a = np.frombuffer(raw, dtype=np.uint8)
+    outside = np.ones(len(a), dtype=bool)
+    quotes = np.flatnonzero(a == 34)
+    if len(quotes):
+        not_backslash = np.where(a != 92, np.arange(len(a)), -1)
+        last = np.maximum.accumulate(not_backslash)  # the last byte at or before i that is not a backslash
+        before = np.where(quotes > 0, last[quotes - 1], -1)
+        real = quotes[((quotes - 1 - before) % 2) == 0]
+        toggles = np.zeros(len(a) + 1, dtype=np.int8)
+        toggles[real] = 1
+        # inside a string from its opening quote up to its closing one
+        outside = (np.cumsum(toggles[:-1]) % 2) == 0
+    step = np.zeros(len(a), dtype=np.int32)
+    step[(a == 91) | (a == 123)] = 1
+    step[(a == 93) | (a == 125)] = -1
+    depth = np.cumsum(np.where(outside, step, 0))
+    return int(depth.max()) if len(depth) else 0
+
+
+def too_deep(raw: bytes) -> bool:
+    """Whether a line nests deeper than MAX_DEPTH (counted only when it has that many opening brackets at all)."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH
+
+
 _JSON_TYPE = {
     type(None): "null",
     bool: "boolean",
@@ -251,12 +287,14 @@ def validate_line(raw: bytes) -> Record | Invalid:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Invalid("invalid_utf8", f"byte {exc.start}: {exc.reason}")
+    if too_deep(raw):
+        return Invalid("invalid_json", f"arrays and objects nest deeper than {MAX_DEPTH} levels")
     try:
         obj = json.loads(text, parse_constant=_no_constants)
         _check_text(obj)
     except UnicodeEncodeError:
         return Invalid("invalid_utf8", "a string escapes a lone surrogate")
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         return Invalid("invalid_json", str(exc).splitlines()[0][:200])
     if not isinstance(obj, dict):
         return Invalid(

@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -414,14 +415,34 @@ def test_compressed_inputs_detected_by_magic_bytes(run: Any, db: Path, tmp_path:
     assert "gzip" in result.stderr or "zstd" in result.stderr
 
 
-def test_truncated_gzip_keeps_lines_read_and_rejects_the_rest(run: Any, db: Path, tmp_path: Path) -> None:
-    data = "".join(json.dumps(request(f"r{i}", prompt=f"p{i * 7919}")) + "\n" for i in range(2000)).encode()
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_stream_keeps_the_lines_before_the_break(
+    run: Any, db: Path, tmp_path: Path, codec: str, keep: float
+) -> None:
+    """A compressed file cut short keeps every whole line that can be decompressed before the break; one
+    truncated_input reject stands for the rest, at the line the break cut."""
+    data = "".join(
+        json.dumps(request(f"r{i:04d}", prompt=f"p{i * 7919}")) + "\n" for i in range(2000)
+    ).encode()
+    if codec == "gzip":
+        packed, unpack = gzip.compress(data), zlib.decompressobj(wbits=31).decompress
+    else:
+        packed, unpack = (
+            zstandard.ZstdCompressor().compress(data),
+            zstandard.ZstdDecompressor().decompressobj().decompress,
+        )
+    cut = packed[: int(len(packed) * keep)]
     f = tmp_path / "cut.jsonl.gz"
-    f.write_bytes(gzip.compress(data)[:-2000])
+    f.write_bytes(cut)
     out = ingest_json(run, f, "--db", db)
     assert out["rejected"] == 1
-    assert query(db, "select reason from rejects") == [("truncated_input",)]
-    assert out["requests"] == query(db, "select count(*) from requests")[0][0]
+    kept = out["requests"]
+    assert kept == unpack(cut).count(b"\n")  # every whole line the cut stream still holds
+    assert 0 < kept < 2000
+    ids = [r for (r,) in query(db, "select request_id from requests order by request_id")]
+    assert ids == [f"r{i:04d}" for i in range(kept)]  # a prefix of the file, nothing skipped
+    assert query(db, "select reason, line from rejects") == [("truncated_input", kept + 1)]
 
 
 def test_stdin(run: Any, db: Path) -> None:
