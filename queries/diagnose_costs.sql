@@ -34,7 +34,7 @@ fit as (
         -- slope standard error: sqrt(residual variance / Sxx)
         sqrt(
             greatest(regr_syy(y, x) - regr_sxy(y, x) ^ 2 / nullif(regr_sxx(y, x), 0), 0)
-            / nullif(regr_count(y, x) - 2, 0)
+            / nullif(greatest(regr_count(y, x)::bigint - 2, 0), 0)  -- regr_count is unsigned: 1 - 2 overflows
             / nullif(regr_sxx(y, x), 0)
         ) as fit_compute_se,
         regr_r2(y, x) as fit_r2,

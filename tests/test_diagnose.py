@@ -362,6 +362,32 @@ def test_tau_findings_use_recommend_when_steps_are_stored(db: Path) -> None:
     assert low.evidence["basis"] == "recommend" and low.evidence["ci"][0] > low.evidence["current_speedup"]
 
 
+@pytest.mark.parametrize("with_steps", [False, True])
+def test_no_tau_finding_from_a_handful_of_requests(db: Path, with_steps: bool) -> None:
+    """The fleet that wants a larger tau above, cut to 20 speculative requests: too few to recommend a change."""
+    fleet(
+        db,
+        deployments=("eager",),
+        alpha=0.9,
+        tau=1,
+        draft_ms=0.2,
+        compute_ms=0.0,
+        requests=20,
+        control_share=0.0,
+        with_steps=with_steps,
+    )
+    assert not [f for f in run_diagnose(db) if f.kind.startswith("tau_")]
+
+
+def test_a_deployment_with_one_timed_request_does_not_stop_diagnose(db: Path) -> None:
+    """Its cost fit has one point (the slope's standard error divides by n - 2, which overflowed DuckDB's unsigned
+    count and failed diagnose for the whole store); the other deployments' findings still come out."""
+    fleet(db, deployments=("eager",), alpha=0.9, tau=1, draft_ms=0.2, compute_ms=0.0)
+    fleet(db, deployments=("tiny",), requests=1, control_share=0.0, with_steps=True, seed=1)
+    found = run_diagnose(db)
+    assert "tau_too_low" in kinds(found) and all(f.deployment == "eager" for f in found)
+
+
 def test_saved_findings_are_numbered_and_replaced(db: Path) -> None:
     fleet(db, drop={"deployment": "chat-eu", "task": "code", "hour": 30, "delta": 0.1})
     con = connect(db)

@@ -2,7 +2,7 @@
 
 The recommendation is recommend's (``specdiag.recommend.recommend_from_store``: censored per-position acceptance,
 fitted costs, request bootstrap), and a finding also needs its bootstrap interval's lower end above the current
-speedup. For deployments recommend cannot estimate (no step rows), the speedup curve comes from specdiag.speedup with
+speedup and at least ``stats.MIN_REQUESTS`` speculative requests. For deployments recommend cannot estimate (no step rows), the speedup curve comes from specdiag.speedup with
 the i.i.d. alpha that reproduces the observed mean acceptance length (Leviathan Eq. 1) and diagnose's fallback costs.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from specdiag import stats
 from specdiag.diagnose.costs import DeploymentCosts
 from specdiag.findings import Finding
 from specdiag.speedup import best_tau, speedup_curve
@@ -27,6 +28,7 @@ def _from_summary(d: DeploymentCosts) -> dict[str, Any] | None:
     current, expected = curve[d.tau]["speedup"], curve[best]["speedup"]
     return {
         "deployment": d.deployment,
+        "requests": d.n,
         "current_tau": d.tau,
         "recommended_tau": best,
         "current_speedup": current,
@@ -50,8 +52,11 @@ def findings(summaries: list[DeploymentCosts], recommendations: list[dict[str, A
     for dep, r in sorted(recs.items()):
         current, best = r["current_tau"], r["recommended_tau"]
         gain = r["gain"]
+        # a bootstrap interval (recommend's) must clear the current speedup; the analytic curve has none, and either
+        # rests on at least MIN_REQUESTS speculative requests (a few requests give a narrow, meaningless interval)
         confident = r["ci"] is None or r["ci"][0] > r["current_speedup"]
-        if current is None or best == current or not (gain >= MIN_GAIN) or not confident:
+        enough = r.get("requests", 0) >= stats.MIN_REQUESTS
+        if current is None or best == current or not (gain >= MIN_GAIN) or not confident or not enough:
             continue
         kind = "tau_too_high" if best < current else "tau_too_low"
         summary = (
