@@ -6,8 +6,10 @@ import json
 import math
 import os
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from rich.console import Console
 
@@ -28,8 +30,17 @@ out_console = _out_console()
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    """JSON for what DuckDB and numpy return beyond JSON's own types (a DECIMAL, an INTERVAL, a BLOB, a UUID...)."""
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, UUID):
+        return str(value)
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     if hasattr(value, "tolist"):

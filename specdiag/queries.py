@@ -213,11 +213,17 @@ def query_arrow(con: duckdb.DuckDBPyConnection, query: Query, values: dict[str, 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Ad-hoc SQL against the store."""
-    return _fetch(con, sql)
+    return _fetch(con, _statement(sql))
 
 
 def sql_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
-    return _arrow(con, sql)
+    return _arrow(con, _statement(sql))
+
+
+def _statement(sql: str) -> str:
+    if not sql.strip().strip(";").strip():
+        raise InputError("sql: no statement given")
+    return sql
 
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -243,7 +249,7 @@ def _fetch(
     con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     cursor = _execute(con, sql, params)
-    if cursor.description is None:
+    if cursor is None or cursor.description is None:  # a statement without a result (only comments, say)
         return [], []
     return [d[0] for d in cursor.description], cursor.fetchall()
 
@@ -267,6 +273,12 @@ def to_json(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
 
 
 def write_parquet(table: Any, out: Path) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(table, out)
+    try:
+        pq.write_table(table, out)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from exc
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # a column type Parquet has no form for
+        raise InputError(f"{out}: cannot write Parquet: {str(exc).splitlines()[0]}") from exc

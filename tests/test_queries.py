@@ -341,6 +341,42 @@ def test_sql_is_read_only_and_reports_errors_in_one_line(run, store: Path) -> No
     assert missing.exit_code == 4
 
 
+def test_sql_json_writes_every_duckdb_type_a_select_returns(run, store: Path) -> None:
+    """A DECIMAL literal (2.5), an INTERVAL, a BLOB, a UUID, a TIME: JSON values, not a traceback."""
+    sql = (
+        "select 2.5 as d, interval 90 second as i, '\\x01\\xff'::blob as b, "
+        "'4d3c0e2a-8f9b-4a0c-9d7e-1c2b3a4d5e6f'::uuid as u, time '10:00:01' as t, 10::hugeint as h"
+    )
+    got = run("sql", sql, "--db", store, "--format", "json")
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout)["rows"] == [
+        {
+            "d": 2.5,
+            "i": 90.0,
+            "b": "01ff",
+            "u": "4d3c0e2a-8f9b-4a0c-9d7e-1c2b3a4d5e6f",
+            "t": "10:00:01",
+            "h": 10,
+        }
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_output_errors_are_one_line(run, store: Path, fmt: str) -> None:
+    missing = store.parent / "no-such-folder" / f"out.{fmt}"
+    for argv in (("query", "rejects_by_reason"), ("sql", "select 1 as x")):
+        got = run(*argv, "--db", store, "--format", fmt, "--out", missing)
+        assert got.exit_code == 3 and got.stderr.startswith(f"error: {missing}: cannot write")
+        assert got.stderr.count("\n") == 1
+    if fmt == "parquet":  # a type Parquet has no form for
+        out = store.parent / "interval.parquet"
+        interval = run("sql", "select interval 1 day as i", "--db", store, "--format", fmt, "--out", out)
+        assert interval.exit_code == 3 and "cannot write Parquet" in interval.stderr
+    for empty in ("", " ; "):
+        got = run("sql", empty, "--db", store)
+        assert got.exit_code == 3 and got.stderr == "error: sql: no statement given\n"
+
+
 def test_dollar_placeholders_are_bound_from_typed_variables(tmp_path: Path) -> None:
     path = tmp_path / "d.sql"
     path.write_text(

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from specdiag import queries
-from specdiag.errors import UsageError
+from specdiag.errors import InputError, UsageError
 from specdiag.options import db_option
 from specdiag.output import message, out_console
 from specdiag.store import connect
@@ -139,7 +139,10 @@ def _render(
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from exc
         message(f"wrote {len(rows)} rows to {out}")
 
 
