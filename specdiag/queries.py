@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,24 @@ def set_params(con: duckdb.DuckDBPyConnection, query: Query, values: dict[str, s
             raise UsageError(f"query {query.name} has no parameter {name!r}", hint=f"parameters: {known}")
         # name and type come from the header (checked by _PARAM and PARAM_TYPES); the value is bound
         sql = f"set variable {param.name} = cast($value as {PARAM_TYPES[param.type]})"
+        if param.type == "timestamp":
+            value = _utc(value)
         try:
             con.execute(sql, {"value": value})
         except duckdb.ConversionException as exc:
             raise InputError(f"-p {name} {value!r}: not a valid {param.type}") from exc
+
+
+def _utc(value: str) -> str:
+    """A timestamp written with an offset as the UTC time it names (the store's times are UTC, and DuckDB's cast to
+    timestamp drops the offset); any other text as given, for DuckDB to read or refuse."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        return value
+    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
 @contextmanager

@@ -390,6 +390,27 @@ def test_dollar_placeholders_are_bound_from_typed_variables(tmp_path: Path) -> N
     assert queries.run_query(con, q)[1] == [(None, True)]
 
 
+@pytest.mark.parametrize(
+    ("value", "utc"),
+    [
+        ("2026-11-22T22:00+05:00", datetime(2026, 11, 22, 17, 0)),
+        ("2026-11-22T22:00:00-08:00", datetime(2026, 11, 23, 6, 0)),
+        ("2026-11-22T22:00Z", datetime(2026, 11, 22, 22, 0)),
+        ("2026-11-22 22:00", datetime(2026, 11, 22, 22, 0)),  # no offset: UTC, as the store's times
+    ],
+)
+def test_timestamp_parameters_with_an_offset_mean_that_instant(
+    tmp_path: Path, value: str, utc: datetime
+) -> None:
+    path = tmp_path / "t.sql"
+    path.write_text(
+        "-- name: t\n-- description: t\n-- grain: one row\n-- params: $since (timestamp)\n"
+        "-- columns: since\nselect $since as since\n"
+    )
+    q = queries.parse_header(path, path.read_text())
+    assert queries.run_query(duckdb.connect(), q, {"since": value})[1] == [(utc,)]
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=st.text(max_size=40))
 def test_any_parameter_value_is_data_never_sql(store: Path, value: str) -> None:
