@@ -400,9 +400,33 @@ def connect(
         con.execute("set timezone = 'UTC'")  # needs the ICU extension; TIMESTAMP columns are UTC either way
     except duckdb.Error:
         pass
+    _check_is_store(con, db)
     if not read_only:
         ensure_schema(con)
     return con
+
+
+def _check_is_store(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """A DuckDB file with tables but no schema_info belongs to something else: never add specdiag's tables to it."""
+    tables = {
+        name
+        for (name,) in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main'"
+        ).fetchall()
+    }
+    if tables and "schema_info" not in tables:
+        con.close()
+        raise StoreError(
+            f"{db} is a DuckDB database but not a specdiag store (it has no schema_info table)",
+            hint="pass --db with a specdiag store, or a new file name to create one",
+        )
+    if "schema_info" in tables:
+        [(version,)] = con.execute("select max(version) from schema_info").fetchall()
+        if version is not None and version > SCHEMA_VERSION:
+            con.close()
+            raise StoreError(
+                f"{db} was written by a newer specdiag (store version {version})", hint="upgrade specdiag"
+            )
 
 
 # Columns added after a table first shipped: a store created earlier gains them (at the end, as in SCHEMA).

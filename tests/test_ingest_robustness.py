@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from specdiag import formats
 from specdiag.ingest import ingest_paths
+from specdiag.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = json.dumps(
@@ -279,3 +280,30 @@ def test_second_writer_gets_a_clear_error(db: Path, tmp_path: Path) -> None:
     assert out.returncode == 4
     assert "in use by another process" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["ingest", "summary", "diagnose", "sql", "report"])
+def test_a_foreign_duckdb_file_is_refused_untouched(run: Any, tmp_path: Path, command: str) -> None:
+    """A DuckDB file of something else is not a store: no command adds specdiag's tables to it (diagnose did)."""
+    foreign = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(foreign))
+    con.execute("create table requests (id integer)")  # even a table of the same name
+    con.close()
+    args = {
+        "ingest": [ROOT / "examples" / "flat-steps.jsonl"],
+        "sql": ["select 1"],
+        "report": ["--out", tmp_path / "r.html"],
+    }.get(command, [])
+    out = run(command, *args, "--db", foreign)
+    assert out.exit_code == 4 and "not a specdiag store" in out.stderr and out.stderr.count("\n") == 1
+    con = duckdb.connect(str(foreign), read_only=True)
+    assert con.execute("select table_name from duckdb_tables()").fetchall() == [("requests",)]
+    con.close()
+
+
+def test_a_store_from_a_newer_specdiag_is_refused(run: Any, db: Path) -> None:
+    con = connect(db)
+    con.execute("update schema_info set version = version + 1")
+    con.close()
+    out = run("summary", "--db", db)
+    assert out.exit_code == 4 and "newer specdiag" in out.stderr
