@@ -30,6 +30,7 @@ from specdiag import formats
 from specdiag.errors import InputError, ThresholdExceeded, UsageError
 from specdiag.ingest_read import (
     BLOCK_BYTES,
+    BOM,
     GZIP_MAGIC,
     STDIN,
     ZSTD_MAGIC,
@@ -505,7 +506,7 @@ def _small_trace(source: Source, fmt: str) -> bytes | None:
     if data.startswith((GZIP_MAGIC, ZSTD_MAGIC)) or len(data) > SMALL_FILE_BYTES:
         return None
     if fmt == "auto":
-        head = data.split(b"\n", HEAD_LINES)[:HEAD_LINES] if data else []
+        head = data.removeprefix(BOM).split(b"\n", HEAD_LINES)[:HEAD_LINES] if data else []
         try:
             if choose_format(fmt, head, source.label) != TRACE:
                 return None
@@ -542,10 +543,13 @@ def ingest_small_files(
         out.append(FileStats(path=source.label, format=TRACE))
     if not live:
         return out
-    # one block: each file's lines in turn (a last line without its newline gets one, which adds no line)
-    pieces = [d if not d or d.endswith(b"\n") else d + b"\n" for _, _, d in live]
+    # one block: each file's lines in turn (a last line without its newline gets one, which adds no line; a byte
+    # order mark at the start is skipped, as read_blocks skips it, and its 3 bytes still count in byte offsets)
+    boms = [len(BOM) if d.startswith(BOM) else 0 for _, _, d in live]
+    pieces = [d[b:] for (_, _, d), b in zip(live, boms)]
+    pieces = [p if not p or p.endswith(b"\n") else p + b"\n" for p in pieces]
     first_lines = (1 + np.cumsum([0] + [p.count(b"\n") for p in pieces[:-1]])).tolist()
-    first_bytes = np.cumsum([0] + [len(p) for p in pieces[:-1]]).tolist()
+    first_bytes = (np.cumsum([0] + [len(p) for p in pieces[:-1]]) - np.asarray(boms)).tolist()
     data = b"".join(pieces)
     starts, ends = line_bounds(data)
     block = Block(data, 1, 0, starts, ends)

@@ -25,6 +25,7 @@ from specdiag.errors import InputError
 BLOCK_BYTES = 16 * 1024 * 1024  # two blocks in flight (one parsed ahead); smaller blocks lower peak memory
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which Windows tools write: skipped at the start of an input
 STDIN = "-"
 
 
@@ -210,10 +211,14 @@ def read_blocks(stream: BinaryIO, source: Source, block_bytes: int = BLOCK_BYTES
     carry = b""
     line_no = 1
     offset = 0
+    first = True
     while True:
         chunk, broken = _read(stream, block_bytes, source.compression != "none")
         if chunk:
             source.fingerprint.update(chunk)
+        if first and chunk.startswith(BOM):  # line 1 starts after it (its byte offset is 3)
+            chunk, offset = chunk[len(BOM) :], len(BOM)
+        first = False
         data = carry + chunk if carry else chunk
         if broken is not None:  # the whole lines before the break, then the error (the line it cut is lost)
             cut = data.rfind(b"\n") + 1

@@ -623,3 +623,25 @@ def test_a_store_created_before_a_column_was_added_gains_it(tmp_path: Path) -> N
     with duckdb.connect(str(old), read_only=True) as con:
         columns = [r[0] for r in con.execute("describe replay_runs").fetchall()]
     assert columns[-1] == "batch_size"
+
+
+@pytest.mark.parametrize("how", ["grouped", "block", "gzip", "stdin"])
+def test_a_byte_order_mark_at_the_start_is_skipped(
+    run: Any, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Windows tools write a UTF-8 byte order mark: line 1 is read after it, and byte offsets still count it."""
+    if how == "block":
+        monkeypatch.setattr("specdiag.ingest.SMALL_FILE_BYTES", -1)
+    good = json.dumps(request("r1")).encode() + b"\n"
+    data = b"\xef\xbb\xbf" + good + json.dumps(request("r2", tau="4")).encode() + b"\n"
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(gzip.compress(data) if how == "gzip" else data)
+    out = ingest_json(run, "-" if how == "stdin" else f, "--db", db, input=data if how == "stdin" else None)
+    assert (out["requests"], out["rejected"], out["lines"]) == (1, 1, 2)
+    assert query(db, "select line, byte_offset, reason from rejects") == [(2, 3 + len(good), "wrong_type")]
+    sglang = tmp_path / "sglang.log"  # an engine log too: the format is recognised after the mark
+    sglang.write_bytes(
+        b"\xef\xbb\xbf[2026-07-20 10:11:12 TP0] Decode batch, #running-req: 24, #token: 18342, token usage: 0.09, "
+        b"accept len: 2.87, accept rate: 0.62, cuda graph: True, gen throughput (token/s): 1843.52, #queue-req: 0\n"
+    )
+    assert ingest_json(run, sglang, "--db", db)["windows"] == 1
