@@ -128,6 +128,7 @@ class IngestStats:
     blank: int = 0
     other_lines: int = 0
     per_file: list[FileStats] = field(default_factory=list)
+    empty_folders: list[str] = field(default_factory=list)  # folders given that held no file to read
 
     def add(self, f: FileStats) -> None:
         self.per_file.append(f)
@@ -479,15 +480,18 @@ def ingest_paths(
 
     ``tz``: the IANA time zone engine logs printed their local times in (None: UTC); trace files carry their own.
     """
-    files = expand_paths([str(p) for p in paths])
+    empty: list[str] = []
+    files = expand_paths([str(p) for p in paths], empty)
     if fmt != "auto" and fmt not in known_formats():
         raise UsageError(f"unknown format {fmt!r}", hint=f"one of auto, {', '.join(known_formats())}")
     check_time_zone(tz)
     con = connect_for_ingest(db)
     try:
-        return ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress, tz)
+        stats = ingest_files(con, files, fmt, deployment, year, redact, max_rejects, progress, tz)
     finally:
         con.close()
+    stats.empty_folders = empty
+    return stats
 
 
 def _small_trace(source: Source, fmt: str) -> bytes | None:

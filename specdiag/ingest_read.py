@@ -63,8 +63,11 @@ class Source:
         return "<stdin>" if self.path == STDIN else self.path
 
 
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given, folders recursively (sorted, hidden files skipped), '-' for stdin. Missing -> InputError."""
+def expand_paths(paths: list[str], empty: list[str] | None = None) -> list[str]:
+    """Files as given, folders recursively (sorted, hidden files skipped), '-' for stdin. Missing -> InputError.
+
+    ``empty`` collects the folders that hold no file to read.
+    """
     out: list[str] = []
     for p in paths:
         if p == STDIN:
@@ -78,6 +81,8 @@ def expand_paths(paths: list[str]) -> list[str]:
                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
             out.extend(str(f) for f in files)
+            if not files and empty is not None:
+                empty.append(p)
         elif path.is_file():
             out.append(p)
         elif path.exists():

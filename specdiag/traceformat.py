@@ -162,7 +162,9 @@ def _check_value(name: str, kind: str, rng: Range | None, value: Any) -> Any:
         return [_check_value(f"{name}[{i}]", item_kind, rng, v) for i, v in enumerate(value)]
     if rng is not None:
         low, high, low_open = rng
-        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        if not math.isfinite(value):  # a literal too large for a double (1e400) reads as infinity
+            raise _Bad("out_of_range", f"{name} is too large to be a finite number")
+        if value < low or value > high or (low_open and value == low):
             bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
             raise _Bad("out_of_range", f"{name}={value!r} is outside {bounds}")
     return float(value) if kind == "num" else value

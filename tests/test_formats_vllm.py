@@ -172,3 +172,37 @@ def test_impossible_values_are_rejected(fields: str) -> None:
     lines = _line(f"INFO 01-01 00:00:00 [metrics.py:96] SpecDecoding metrics: {fields}\n")
     parsed = vllm_log.parse(lines, ParseContext(path="x.log", year=2025))
     assert [r.reason for r in parsed.rejects] == ["unparsable_metrics"] and not parsed.windows
+
+
+def test_v0_stage_times_after_the_last_metrics_line_are_averaged_into_its_window() -> None:
+    """Stage times before a Speculative metrics line belong to it; those printed after the last one are averaged
+    with them (they replaced them before), and every window names its process the same way."""
+    stage = (
+        "(VllmWorkerProcess pid=77) INFO 03-10 08:15:{s:02d} [spec_decode_worker.py:1100] SpecDecodeWorker stage "
+        "times: average_time_per_proposal_tok_ms={d:.2f} scoring_time_ms={c:.2f} verification_time_ms=1.00\n"
+    )
+    metrics = (
+        "(VllmWorkerProcess pid=77) INFO 03-10 08:15:07 [metrics.py:489] Speculative metrics: Draft acceptance "
+        "rate: 0.612, System efficiency: 0.455, Number of speculative tokens: 4, Number of accepted tokens: 99213, "
+        "Number of draft tokens: 162480, Number of emitted tokens: 92495.\n"
+    )
+    text = stage.format(s=1, d=1.0, c=10.0) + metrics + stage.format(s=8, d=3.0, c=30.0)
+    lines = _line(text)
+    parsed = vllm_log.parse(lines, ParseContext(path="x.log", year=2025))
+    assert accounted(parsed, lines) and not parsed.rejects
+    (only,) = difference(parsed.samples)
+    assert (only["draft_ms_per_token"], only["scoring_ms"]) == (2.0, 20.0)  # (1 + 3) / 2, (10 + 30) / 2
+    alone = vllm_log.parse(_line(stage.format(s=1, d=1.0, c=10.0)), ParseContext(path="x.log", year=2025))
+    assert only["instance"] == alone.windows[0]["instance"] == "VllmWorkerProcess pid=77"
+
+
+def test_a_2025_04_24_line_without_verify_steps_keeps_the_bonus_token_in_its_mal() -> None:
+    """MAL then excluded the bonus token; with 0.00 printed, verify_steps = accepted / MAL is unknown, and the
+    window's MAL is the printed one + 1 (it was 0.00: below 1, the least a verify step emits)."""
+    text = (
+        "INFO 07-20 10:00:30 [metrics.py:200] SpecDecoding metrics: Draft acceptance rate: 0.0%, Mean acceptance "
+        "length: 0.00, Accepted: 2 tokens, Drafted: 6000 tokens, Per-position acceptance rate: 0.000, 0.000, 0.000\n"
+    )
+    (w,) = vllm_log.parse(_line(text), ParseContext(path="x.log", year=2025)).windows
+    assert w["source"] == "vllm-v1-log/2025-04-24" and w["verify_steps"] is None
+    assert w["mean_acceptance_length"] == 1.0

@@ -645,3 +645,12 @@ def test_a_byte_order_mark_at_the_start_is_skipped(
         b"accept len: 2.87, accept rate: 0.62, cuda graph: True, gen throughput (token/s): 1843.52, #queue-req: 0\n"
     )
     assert ingest_json(run, sglang, "--db", db)["windows"] == 1
+
+
+def test_an_empty_folder_is_said_to_be_empty(run: Any, db: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    (folder / ".old").mkdir(parents=True)
+    (folder / ".old" / "t.jsonl").write_bytes((EXAMPLES / "flat-steps.jsonl").read_bytes())
+    result = run("ingest", folder, "--db", db)
+    assert result.exit_code == 0
+    assert f"{folder}: no files in this folder (hidden files are skipped)" in result.stderr

@@ -116,6 +116,9 @@ def _summary(stats: IngestStats) -> None:
         listed = ", ".join(f"{name} x{n}" for name, n in sorted(formats.items()))
         err_console.print(f"formats: {listed}", highlight=False, markup=False, soft_wrap=True)
     notes = [
+        f"{folder}: no files in this folder (hidden files are skipped)" for folder in stats.empty_folders
+    ]
+    notes += [
         f"{f.path}: skipped, {n}" if f.skipped else f"{f.path}: {n}" for f in stats.per_file for n in f.notes
     ]
     for note in notes[:10]:

@@ -78,6 +78,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
     clock = Clock(ctx)
     pending: dict[str, _Stats] = {}  # process prefix -> its last `Avg prompt throughput` line
     stages: dict[str, list[_Stages]] = {}  # process -> stage-time lines waiting for a V0 sample
+    last_stages: dict[str, list[_Stages]] = {}  # process -> the stage-time lines its last V0 sample took
     v0_samples: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if not line.raw.strip():
@@ -129,6 +130,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
                 waiting = stages.pop(process, None)
                 if waiting:
                     row["window_fields"].update(_mean_stages(waiting))
+                last_stages[process] = waiting or []
                 v0_samples.setdefault(process, []).append(row)
                 out.used_lines += 1
             else:
@@ -140,15 +142,15 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
                 Reject(line.number, line.byte_offset, "unparsable_metrics", str(exc), line.raw)
             )
     out.other_lines += len(pending)
-    for process, waiting in stages.items():  # stage times after the last V0 line: attach to that line
+    for process, waiting in stages.items():  # stage times after the last V0 line: averaged into that line's
         if v0_samples.get(process):
-            v0_samples[process][-1]["window_fields"].update(_mean_stages(waiting))
+            v0_samples[process][-1]["window_fields"].update(_mean_stages(last_stages[process] + waiting))
         else:  # no counters at all: keep the timings as a window of their own
             out.windows.append(
                 window(
                     source="vllm-v0-log",
                     deployment=deployment_for(ctx),
-                    instance=process or None,
+                    instance=_instance(process),
                     end_ts=waiting[-1].ts,
                     line=waiting[-1].line,
                     **_mean_stages(waiting),
@@ -234,12 +236,11 @@ def _v1_window(
     if engine is None:
         dp = DP_NAME.search(process)
         engine = dp.group(1) if dp else None
-    proc = PROCESS.search(process)
     return {
         "source": f"vllm-v1-log/{version}",
         "deployment": deployment_for(ctx),
         "engine": engine,
-        "instance": (f"{proc['name']} pid={proc['pid']}".strip() if proc else process) or None,
+        "instance": _instance(process),
         "end_ts": ts,
         "tau": len(rates) if rates is not None else None,
         "verify_steps": verify_steps,
@@ -247,6 +248,10 @@ def _v1_window(
         "accepted": accepted,
         "accepted_per_position": per_position,
         "printed_mean_acceptance_length": printed_mal,
+        # without verify_steps the window keeps the printed MAL, which then lacks the bonus token
+        "mean_acceptance_length": printed_mal + 1.0
+        if bonus_excluded and verify_steps is None and printed_mal is not None
+        else None,
         "printed_acceptance_rate": _rate(rate_text),
         "printed_per_position": rates,
         "throughput_tokens_s": stats.throughput if stats else None,
@@ -282,7 +287,6 @@ def _v0_sample(body: str, ctx: ParseContext, ts: datetime, line: int, process: s
         raise UnparsableError(
             f"emitted tokens {emitted} outside [steps, steps + drafted] for {drafted} drafted"
         )
-    proc = PROCESS.search(process)
     cumulative = {
         "cumulative_v0_accepted_tokens": count(values["v0_accepted"]) if "v0_accepted" in values else None,
         "cumulative_emitted_tokens": emitted,
@@ -292,7 +296,7 @@ def _v0_sample(body: str, ctx: ParseContext, ts: datetime, line: int, process: s
         "source": "vllm-v0-log",
         "deployment": deployment_for(ctx),
         "engine": None,
-        "instance": (f"{proc['name']} pid={proc['pid']}".strip() if proc else process) or None,
+        "instance": _instance(process),
         "ts": ts,
         "tau": k,
         "verify_steps": verify_steps,
@@ -323,6 +327,12 @@ def _stage_times(body: str) -> dict[str, float]:
     if not values:
         raise UnparsableError("no stage times")
     return values
+
+
+def _instance(process: str) -> str | None:
+    """The process prefix as "name pid=N" (``(VllmWorkerProcess pid=77)`` -> ``VllmWorkerProcess pid=77``)."""
+    proc = PROCESS.search(process)
+    return (f"{proc['name']} pid={proc['pid']}".strip() if proc else process) or None
 
 
 def _mean_stages(waiting: list[_Stages]) -> dict[str, float]:
