@@ -139,7 +139,8 @@ def run_demo(
         return value
 
     message(
-        f"[bold]1/7 simulate[/]: {plan.requests:,} requests over {plan.days:g} days, scenario {plan.scenario}"
+        f"[bold]1/7 simulate[/]: {plan.requests:,} requests over {plan.days:g} days, scenario {plan.scenario}",
+        markup=True,
     )
     truth = timed(
         "simulate",
@@ -150,24 +151,26 @@ def run_demo(
     )  # fmt: skip
     result.truth_incidents = [str(i.get("kind", i)) for i in truth.get("incidents", [])]
 
-    message("[bold]2/7 ingest[/]")
+    message("[bold]2/7 ingest[/]", markup=True)
     timed("ingest", lambda: ingest_paths([paths["trace"]], db=paths["db"], progress=progress))
 
     con = connect(paths["db"])
     try:
-        message("[bold]3/7 diagnose[/]")
+        message("[bold]3/7 diagnose[/]", markup=True)
         with _spinner("diagnosing", progress):
             findings = timed("diagnose", lambda: save_findings(con, diagnose(con)))
         result.findings = [f.to_dict() for f in findings]
         paths["findings"] = out / "findings.json"
         paths["findings"].write_text(dumps({"findings": result.findings}) + "\n", encoding="utf-8")
 
-        message("[bold]4/7 flag[/]")
+        message("[bold]4/7 flag[/]", markup=True)
         records = timed("flag", lambda: pick_prompts(con, findings, plan))
         paths["prompts"] = out / "prompts.jsonl"
         paths["prompts"].write_text("".join(dumps(r) + "\n" for r in records), encoding="utf-8")
 
-        message(f"[bold]5/7 replay[/]: {len(records)} prompts, {plan.max_new_tokens} new tokens each")
+        message(
+            f"[bold]5/7 replay[/]: {len(records)} prompts, {plan.max_new_tokens} new tokens each", markup=True
+        )
         if records:
             results = timed(
                 "replay",
@@ -182,7 +185,7 @@ def run_demo(
                 for r in results
             ]
 
-        message("[bold]6/7 recommend[/]")
+        message("[bold]6/7 recommend[/]", markup=True)
         with _spinner("recommending tau (bootstrap over requests)", progress):
             result.recommendations = timed("recommend", lambda: recommend_from_store(con, seed=seed))
         paths["recommendations"] = out / "recommendations.json"
@@ -190,7 +193,7 @@ def run_demo(
             dumps({"recommendations": result.recommendations}) + "\n", encoding="utf-8"
         )
 
-        message("[bold]7/7 report[/]")
+        message("[bold]7/7 report[/]", markup=True)
         written = timed(
             "report",
             lambda: write_report(

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from rich.console import Console
+from rich.text import Text
 
 # Messages, progress bars and human tables for the terminal go to stderr unless they *are* the requested data.
 err_console = Console(stderr=True)
@@ -71,5 +72,18 @@ def emit_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-def message(text: str) -> None:
-    err_console.print(text, highlight=False)
+# Control characters shown escaped: text from logs (names, prompts) must not move the cursor or recolour the terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def plain(value: object) -> Text:
+    """A table cell or line for the terminal from data: never read as rich markup, control characters escaped."""
+    return Text(str(value).translate(_CONTROL))
+
+
+def message(text: str, *, markup: bool = False) -> None:
+    """A line on stderr; ``markup`` only for fixed text of our own (names in ``text`` may hold "[/]")."""
+    if markup:
+        err_console.print(text, highlight=False)
+    else:
+        err_console.print(plain(text), highlight=False, soft_wrap=True)

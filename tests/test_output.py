@@ -24,3 +24,40 @@ def test_piped_tables_are_wide_enough_for_a_summary_column() -> None:
 
 def test_columns_wins_when_set() -> None:
     assert _width_when_piped("100") == 100
+
+
+HOSTILE = "chat[/]\x1b[31m\tprod"  # rich markup that does not parse, a terminal escape, a tab
+
+
+def test_names_from_logs_reach_the_terminal_as_text(run, db) -> None:  # type: ignore[no-untyped-def]
+    """A deployment named with rich markup and control characters: every table shows it escaped, none reads it as
+    markup (diagnose and recommend failed with MarkupError) or passes the escape to the terminal."""
+    import duckdb
+
+    from tests.test_diagnose import fleet
+
+    fleet(
+        db,
+        deployments=(HOSTILE,),
+        alpha=0.9,
+        tau=1,
+        draft_ms=0.2,
+        compute_ms=0.0,
+        requests=300,
+        with_steps=True,
+    )
+    con = duckdb.connect(str(db), read_only=True)
+    [(request_id,)] = con.execute("select request_id from requests order by request_id limit 1").fetchall()
+    con.close()
+    for argv in (
+        ["summary"],
+        ["diagnose"],
+        ["recommend"],
+        ["query", "acceptance_by_segment"],
+        ["sql", "select deployment from requests limit 1"],
+        ["explain", request_id],
+    ):
+        got = run(*argv, "--db", db)
+        assert got.exit_code == 0, (argv, got.stderr)
+        assert "\x1b" not in got.stdout + got.stderr, argv
+        assert "chat[/]\\x1b[31m\\tprod" in got.stdout.replace("\n", "") or argv[0] == "recommend", argv

@@ -9,7 +9,7 @@ import click
 
 from specdiag.errors import InputError, UsageError
 from specdiag.options import db_option, json_option
-from specdiag.output import dumps, emit_json, message, out_console
+from specdiag.output import dumps, emit_json, message, out_console, plain
 
 Window = tuple[datetime, datetime]
 
@@ -66,7 +66,9 @@ def diagnose(db: str | None, baseline: str | None, window: str | None, as_json: 
     table.add_column("summary", overflow="fold")
     for f in findings:
         seg = ", ".join(f"{k}={v}" for k, v in f.segment.items()) or "-"
-        table.add_row(str(f.finding_id), f.severity, f.kind, f.deployment or "-", seg, f.summary)
+        table.add_row(
+            str(f.finding_id), f.severity, f.kind, plain(f.deployment or "-"), plain(seg), plain(f.summary)
+        )
     out_console.print(table)
 
 

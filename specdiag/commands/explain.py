@@ -13,7 +13,7 @@ from specdiag.commands.query import print_table
 from specdiag.errors import UsageError
 from specdiag.explain import explain_request, worst_requests
 from specdiag.options import db_option, json_option
-from specdiag.output import emit_json
+from specdiag.output import emit_json, plain
 from specdiag.store import connect
 
 
@@ -60,7 +60,7 @@ def _sum(*values: float | None) -> float | None:
 
 def _render_one(e: dict[str, Any]) -> None:
     r, t = e["request"], e["totals"]
-    header = Text(
+    header = plain(
         f"{r['request_id']}  {r['deployment']}  tau {r['tau']}  batch {r['batch_size']:g}  "
         f"{r['target_model'] or '?'} <- {r['draft_model'] or '?'}  task {r['task'] or '-'}"
     )
@@ -96,8 +96,8 @@ def _render_one(e: dict[str, Any]) -> None:
         else f"per token: {_f(t['decode_ms_per_token'])} ms decode; no tau = 0 control traffic to compare with",
     ]
     v = e["verdict"]
-    verdict = Text.assemble(("verdict: ", "bold"), (v["kind"], "bold red"), f"  {v['summary']}")
-    also = [Text(f"  also {a['kind']}: {a['summary']}") for a in e["also"]]
+    verdict = Text.assemble(("verdict: ", "bold"), (v["kind"], "bold red"), plain(f"  {v['summary']}"))
+    also = [plain(f"  also {a['kind']}: {a['summary']}") for a in e["also"]]
     w = e["what_if"]
     what_if = []
     if w is not None:
@@ -120,7 +120,7 @@ def _render_one(e: dict[str, Any]) -> None:
     ]
     if len(rejected) > 6:
         reject_lines.append(f"  ... {len(rejected) - 6} more (--json lists them)")
-    parts: list[Any] = [header, table, *(Text(line) for line in lines), verdict, *also]
+    parts: list[Any] = [header, table, *(plain(line) for line in lines), verdict, *also]
     if what_if:
         parts += [Text("what if (modelled):"), *(Text(line) for line in what_if)]
     if reject_lines:
@@ -135,12 +135,12 @@ def _render_worst(results: list[dict[str, Any]]) -> None:
     for e in results:
         t = e["totals"]
         table.add_row(
-            Text(str(e["request"]["request_id"])),
+            plain(e["request"]["request_id"]),
             _f(t["latency_ms"], ".0f"),
             str(t["emitted_tokens"]),
             _f(t["ms_per_token"]),
             _f(e["alpha"]),
             e["verdict"]["kind"],
-            Text(e["verdict"]["summary"]),
+            plain(e["verdict"]["summary"]),
         )
     print_table(table)

@@ -6,7 +6,7 @@ import click
 
 from specdiag.ingest import IngestStats, ingest_paths
 from specdiag.options import db_option, json_option
-from specdiag.output import emit_json, err_console
+from specdiag.output import emit_json, err_console, plain
 
 JSON_KEYS = (
     "files",
@@ -122,12 +122,12 @@ def _summary(stats: IngestStats) -> None:
         f"{f.path}: skipped, {n}" if f.skipped else f"{f.path}: {n}" for f in stats.per_file for n in f.notes
     ]
     for note in notes[:10]:
-        err_console.print(note, highlight=False, markup=False, soft_wrap=True)
+        err_console.print(plain(note), highlight=False, soft_wrap=True)
     if len(notes) > 10:
         err_console.print(f"... and {len(notes) - 10} more notes", highlight=False)
     examples = [e for f in stats.per_file for e in f.examples]
     for example in examples[:5]:
-        err_console.print(f"rejected {example}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(plain(f"rejected {example}"), highlight=False, soft_wrap=True)
     if stats.rejected:
         err_console.print(
             "rejected lines are in the rejects table: `specdiag query rejects_by_reason`",

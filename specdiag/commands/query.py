@@ -14,7 +14,7 @@ from rich.text import Text
 from specdiag import queries
 from specdiag.errors import InputError, UsageError
 from specdiag.options import db_option
-from specdiag.output import message, out_console
+from specdiag.output import message, out_console, plain
 from specdiag.store import connect
 
 
@@ -117,7 +117,7 @@ def _list(fmt: str) -> None:
         table.add_column(col, overflow="fold")
     for q in found:
         params = ", ".join(f"{p.name} ({p.type})" for p in q.params) or "-"
-        table.add_row(Text(q.name), Text(q.description), Text(params))
+        table.add_row(plain(q.name), plain(q.description), plain(params))
     print_table(table)
 
 
@@ -165,4 +165,4 @@ def _cell(value: Any) -> Text:
         return Text("")
     if isinstance(value, float):
         return Text(f"{value:.4g}")
-    return Text(str(value))
+    return plain(value)

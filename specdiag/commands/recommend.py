@@ -11,7 +11,7 @@ from rich.table import Table
 from specdiag import recommend as lib
 from specdiag.errors import UsageError
 from specdiag.options import by_option, db_option, json_option
-from specdiag.output import emit_json, message, out_console
+from specdiag.output import emit_json, message, out_console, plain
 from specdiag.speedup import MAX_TAU
 from specdiag.store import connect
 
@@ -122,15 +122,15 @@ def _render_report(report: dict[str, Any]) -> None:
     recs = report["recommendations"]
     table.add_column("deployment", overflow="fold", min_width=11)
     table.add_column(
-        " / ".join(recs[0]["segment"]) if recs and recs[0]["segment"] else "segment", overflow="fold"
+        plain(" / ".join(recs[0]["segment"])) if recs and recs[0]["segment"] else "segment", overflow="fold"
     )
     for col in ("alpha", "c", "tau", "speedup", "95% CI", "gain"):
         table.add_column(col, justify="right")
     for r in report["recommendations"]:
         lo, hi = r["ci"] or (None, None)
         table.add_row(
-            r["deployment"],
-            _values(r["segment"]),
+            plain(r["deployment"]),
+            plain(_values(r["segment"])),
             f"{r['alpha']:.3f}",
             f"{r['cost_ratio']:.3f}",
             f"{r['current_tau']}>{r['recommended_tau']}",
@@ -141,7 +141,7 @@ def _render_report(report: dict[str, Any]) -> None:
     out_console.print(table)
     for r in report["recommendations"]:
         if r.get("tau_by_batch_size"):
-            bt = Table(title=f"{r['deployment']} ({_segment(r['segment'])}): tau by batch size")
+            bt = Table(title=plain(f"{r['deployment']} ({_segment(r['segment'])}): tau by batch size"))
             for col in ("batch size", "steps", "best tau", "speedup"):
                 bt.add_column(col, justify="right")
             for row in r["tau_by_batch_size"]:
@@ -166,8 +166,8 @@ def _render_report(report: dict[str, Any]) -> None:
                     "confidence_threshold": f"stop at q < {row.get('threshold')}",
                 }[row["policy"]]
                 pt.add_row(
-                    p["deployment"],
-                    _segment(p["segment"]),
+                    plain(p["deployment"]),
+                    plain(_segment(p["segment"])),
                     str(i),
                     row["policy"],
                     setting,
@@ -182,7 +182,7 @@ def _render_report(report: dict[str, Any]) -> None:
             if d["source"] == "replay"
             else f"{d['deployment']} ({_segment(d['segment'])})"
         )
-        dt = Table(title=f"{where}: drafts ranked by expected speedup")
+        dt = Table(title=plain(f"{where}: drafts ranked by expected speedup"))
         for col in ("draft", "best tau", "speedup", "acceptance", "c", "flag"):
             dt.add_column(col)
         for row in d["drafts"]:
@@ -192,7 +192,7 @@ def _render_report(report: dict[str, Any]) -> None:
             )
             c = "-" if row["cost_ratio"] is None else f"{row['cost_ratio']:.3f}"
             dt.add_row(
-                str(row["draft_model"]),
+                plain(row["draft_model"]),
                 str(row["recommended_tau"]),
                 f"{row['expected_speedup']:.2f}x",
                 accept,
@@ -201,11 +201,13 @@ def _render_report(report: dict[str, Any]) -> None:
             )
         out_console.print(dt)
     for b in report.get("budget", []):
-        bt = Table(title=f"{b['deployment']}: budget {b['budget']} tokens per step, batch {b['batch_size']}")
+        bt = Table(
+            title=plain(f"{b['deployment']}: budget {b['budget']} tokens per step, batch {b['batch_size']}")
+        )
         for col in ("segment", "sequences", "tau"):
             bt.add_column(col)
         for row in b["classes"]:
-            bt.add_row(_segment(row["segment"]), str(row["sequences"]), f"{row['tau']:.2f}")
+            bt.add_row(plain(_segment(row["segment"])), str(row["sequences"]), f"{row['tau']:.2f}")
         out_console.print(bt)
         gain = "-" if b["gain"] is None else f"{100 * b['gain']:+.1f}%"
         out_console.print(

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from specdiag.errors import UsageError
-from specdiag.output import emit_json, message, out_console
+from specdiag.output import emit_json, message, out_console, plain
 
 
 @click.command("replay")
@@ -257,7 +257,7 @@ def _render(results: list[dict[str, Any]], profile: list[dict[str, Any]]) -> Non
         for r in results:
             div = r.get("first_divergence")
             table.add_row(
-                r["prompt_id"], str(len(r["output_token_ids"])), str(r["steps"]), _fmt(r["acceptance_rate"]),
+                plain(r["prompt_id"]), str(len(r["output_token_ids"])), str(r["steps"]), _fmt(r["acceptance_rate"]),
                 _fmt(r["mean_acceptance_length"]), _fmt(r["speedup"]), "yes" if r["matches_target_only"] else "no",
                 f"{div['verdict']} @ {div['position']}" if div else "", _fmt(r["tv_max"], 3),
             )  # fmt: skip

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from specdiag.commands.query import print_table
 from specdiag.options import by_option, db_option, json_option
-from specdiag.output import emit_json, message
+from specdiag.output import emit_json, message, plain
 from specdiag.store import connect
 from specdiag.summary import KEYS, check_by, summarize
 
@@ -36,7 +35,7 @@ def summary(db: str | None, by: list[str], as_json: bool) -> None:
     for name in headers:
         table.add_column(name, justify="left" if name in ("deployment", "source", *columns) else "right")
     for row in rows:
-        table.add_row(*(Text(_fmt(row[name])) for name in headers))
+        table.add_row(*(plain(_fmt(row[name])) for name in headers))
     print_table(table)
 
 
