@@ -308,7 +308,9 @@ def _curves(
         np.reshape(np.asarray(v, dtype=float), (-1, 1)) for v in (floor_ms, compute_ms, draft_ms, batch_size)
     )
     taus = np.arange(max_tau + 1)[None, :]
-    return tokens * (f + c * b) / (taus * d + f + c * (taus + 1) * b)
+    # a bootstrap replicate whose resampled steps cost nothing gives 0 / 0: NaN, left out of the interval
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tokens * (f + c * b) / (taus * d + f + c * (taus + 1) * b)
 
 
 def curve_speedups(cond: np.ndarray, cost: CostModel, batch_size: float, max_tau: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from specdiag.diagnose import diagnose, flag, save_findings
-from specdiag.errors import InputError
+from specdiag.errors import InputError, UsageError
 from specdiag.store import connect
 from tests.test_diagnose import fleet
 
@@ -63,9 +63,9 @@ def test_flag_by_kind_and_errors(diagnosed: Path) -> None:
     assert flag(con, kind="acceptance_regression", n=2)
     with pytest.raises(InputError, match="not in the store"):
         flag(con, finding_id=999)
-    with pytest.raises(InputError, match="unknown finding kind"):
+    with pytest.raises(UsageError, match="unknown finding kind"):  # exit 2, as any usage error
         flag(con, kind="slow")
-    with pytest.raises(InputError, match="exactly one"):
+    with pytest.raises(UsageError, match="exactly one"):
         flag(con)
 
 

@@ -393,3 +393,14 @@ def test_segment_identifiers_are_checked_where_they_enter_sql() -> None:
     ):
         with pytest.raises(UsageError, match="not a segment column"):
             call()
+
+
+def test_engine_windows_without_counts_are_named_as_the_reason(run, db: Path) -> None:
+    """SGLang logs print a MAL but no token counts: recommend says so, and prints no empty table."""
+    log = Path(__file__).parent / "fixtures" / "engines" / "sglang.log"
+    assert run("ingest", log, "--db", db).exit_code == 0
+    res = run("recommend", "--db", db)
+    assert res.exit_code == 0 and res.stdout == ""
+    assert "engine windows carry no accepted token counts (SGLang logs print none)" in res.stderr
+    res = run("recommend", "--db", db, "--json")
+    assert json.loads(res.stdout)["recommendations"] == []

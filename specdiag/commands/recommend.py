@@ -77,13 +77,24 @@ def recommend(
         report = lib.recommend_report(
             con, by=by, max_tau=max_tau, n_boot=n_boot, seed=seed, cost_ratio=cost_ratio, budget=budget
         )
+        nothing = not report["recommendations"] and not report["skipped"]
+        if nothing:
+            [(uncounted,)] = con.execute("select count(*) from windows where accepted is null").fetchall()
     finally:
         con.close()
     for skipped in report["skipped"]:
         message(f"{skipped['deployment']} ({_segment(skipped['segment'])}): {skipped['reason']}")
-    if not report["recommendations"] and not report["skipped"]:
-        message("no speculative steps or engine windows in the store: nothing to recommend")
-    emit_json(report) if as_json else _render_report(report)
+    if nothing:
+        message(
+            f"nothing to recommend: no speculative steps, and the {uncounted:,} engine windows carry no accepted "
+            "token counts (SGLang logs print none)"
+            if uncounted
+            else "no speculative steps or engine windows in the store: nothing to recommend"
+        )
+    if as_json:
+        emit_json(report)
+    else:
+        _render_report(report)
 
 
 def _render_analytic(result: dict[str, Any], tau: int | None) -> None:
@@ -138,7 +149,8 @@ def _render_report(report: dict[str, Any]) -> None:
             "-" if lo is None else f"{lo:.2f}-{hi:.2f}",
             f"{100 * r['gain']:+.1f}%",
         )
-    out_console.print(table)
+    if recs:  # no empty table when there is nothing to recommend
+        out_console.print(table)
     for r in report["recommendations"]:
         if r.get("tau_by_batch_size"):
             bt = Table(title=plain(f"{r['deployment']} ({_segment(r['segment'])}): tau by batch size"))

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 
 from specdiag.diagnose import data
-from specdiag.errors import InputError
+from specdiag.errors import InputError, UsageError
 from specdiag.findings import KINDS, Finding
 
 # The per-request measure that makes a request "bad" for each kind, and whether low values are the bad ones.
@@ -90,9 +90,9 @@ def flag(
     from specdiag.diagnose import load_findings
 
     if (finding_id is None) == (kind is None):
-        raise InputError("flag needs exactly one of --finding N or --kind K")
+        raise UsageError("flag needs exactly one of --finding N or --kind K")
     if kind is not None and kind not in KINDS:
-        raise InputError(f"unknown finding kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
+        raise UsageError(f"unknown finding kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
     saved = load_findings(con)
     chosen = [f for f in saved if f.finding_id == finding_id or (kind is not None and f.kind == kind)]
     if not chosen:
