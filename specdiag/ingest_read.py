@@ -118,40 +118,101 @@ class _Counting(io.RawIOBase):
         return n
 
 
-class _ZstdFrames(io.RawIOBase):
-    """zstd frames one after another, decompressed; input that ends inside a frame raises ZstdError.
+class _ZstdFrameEnds:
+    """Follows the layout of zstd frames (RFC 8878 section 3.1) over the compressed bytes, without decompressing
+    them, to tell whether the input ended between two frames (whole) or inside one (cut short)."""
 
-    (zstandard's own ``stream_reader`` ends a cut frame quietly, as if the input were whole.)
-    """
+    def __init__(self) -> None:
+        self.part = "magic"  # what the next bytes are: magic, descriptor, header, block, skippable_size
+        self.head = b""  # the bytes of that part read so far
+        self.skip = 0  # bytes to pass over first: block content, checksum, a skippable frame
+        self.checksum = False  # the frame ends with a 4-byte content checksum
+
+    @property
+    def between_frames(self) -> bool:
+        return self.part == "magic" and not self.head and not self.skip
+
+    def feed(self, data: bytes | memoryview) -> None:
+        pos = 0
+        while pos < len(data) and self.part != "unknown":
+            if self.skip:
+                step = min(self.skip, len(data) - pos)
+                self.skip -= step
+                pos += step
+                continue
+            need = _ZSTD_PART_BYTES.get(self.part) or self._header_bytes
+            take = min(need - len(self.head), len(data) - pos)
+            self.head += bytes(data[pos : pos + take])
+            pos += take
+            if len(self.head) == need:
+                head, self.head = self.head, b""
+                self._next(head)
+
+    def _next(self, head: bytes) -> None:
+        if self.part == "magic":
+            magic = int.from_bytes(head, "little")
+            if magic == 0xFD2FB528:
+                self.part = "descriptor"
+            elif magic >> 4 == 0x184D2A5:  # a skippable frame: its size, then that many bytes
+                self.part = "skippable_size"
+            else:  # not zstd: the decompressor says so
+                self.part = "unknown"
+        elif self.part == "skippable_size":
+            self.skip, self.part = int.from_bytes(head, "little"), "magic"
+        elif self.part == "descriptor":
+            d = head[0]
+            fcs, single, did = d >> 6, (d >> 5) & 1, d & 3
+            self.checksum = bool((d >> 2) & 1)
+            self._header_bytes = (
+                (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0), 2, 4, 8)[fcs]
+            )
+            self.part = "header" if self._header_bytes else "block"
+        elif self.part == "header":
+            self.part = "block"
+        elif self.part == "block":  # 3 bytes: last block flag, type (raw, RLE, compressed), size
+            h = int.from_bytes(head, "little")
+            last, kind, size = h & 1, (h >> 1) & 3, h >> 3
+            self.skip = 1 if kind == 1 else size
+            if last:
+                self.skip += 4 if self.checksum else 0
+                self.part = "magic"
+
+    _header_bytes = 0
+
+
+_ZSTD_PART_BYTES = {"magic": 4, "skippable_size": 4, "descriptor": 1, "block": 3}
+
+
+class _Tee:
+    """The compressed bytes the zstd reader reads, shown to the frame walker on their way."""
+
+    def __init__(self, inner: BinaryIO, frames: _ZstdFrameEnds) -> None:
+        self.inner = inner
+        self.frames = frames
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        self.frames.feed(data)
+        return data
+
+
+class _ZstdChecked(io.RawIOBase):
+    """zstd frames one after another, decompressed by zstandard's ``stream_reader`` (whose reads stay bounded, even
+    for a stream that inflates a thousandfold); input that ends inside a frame, which the reader passes over quietly,
+    raises ZstdError."""
 
     def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.frame = zstandard.ZstdDecompressor().decompressobj()
-        self.in_frame = False  # input seen since the last complete frame
-        self.out = b""
-        self.pos = 0
+        self.frames = _ZstdFrameEnds()
+        tee = _Tee(inner, self.frames)  # the reader needs only read()
+        self.reader = zstandard.ZstdDecompressor().stream_reader(tee, read_across_frames=True)  # type: ignore[arg-type]
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while self.pos == len(self.out):
-            packed = self.inner.read(1 << 20)
-            if not packed:
-                if self.in_frame:
-                    raise zstandard.ZstdError("the input ends inside a zstd frame")
-                return 0
-            pieces = []
-            while packed:
-                if self.frame.eof:
-                    self.frame = zstandard.ZstdDecompressor().decompressobj()
-                pieces.append(self.frame.decompress(packed))
-                packed = self.frame.unused_data if self.frame.eof else b""
-            self.in_frame = not self.frame.eof
-            self.out, self.pos = b"".join(pieces), 0
-        n = min(len(buffer), len(self.out) - self.pos)
-        buffer[:n] = self.out[self.pos : self.pos + n]
-        self.pos += n
+        n = self.reader.readinto(buffer)
+        if n == 0 and not self.frames.between_frames:
+            raise zstandard.ZstdError("the input ends inside a zstd frame")
         return n
 
 
@@ -165,7 +226,7 @@ def open_decompressed(source: Source) -> tuple[BinaryIO, _Counting]:
         return gzip.GzipFile(fileobj=buffered, mode="rb"), counting  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
         source.compression = "zstd"
-        return io.BufferedReader(_ZstdFrames(buffered), buffer_size=1 << 20), counting
+        return io.BufferedReader(_ZstdChecked(buffered), buffer_size=1 << 20), counting
     return buffered, counting
 
 

@@ -128,3 +128,45 @@ def test_integers_beyond_int64_in_extra_fields_are_kept_exactly(monkeypatch: pyt
     assert json.loads(extra["big"]) == {"trace_id": big} and json.loads(extra["neg"]) == {"trace_id": -big}
     assert json.loads(rows.steps.filter(rows.steps["request_id"] == "big")["extra"][0]) == {"span": bigger}
     assert extra["r0"] is None and not rows.rejects
+
+
+def test_zstd_frame_walker_knows_where_frames_end() -> None:
+    """Cut anywhere, a zstd stream is whole exactly at a frame boundary: frames with and without content size and
+    checksum, RLE, raw and compressed blocks, an empty frame, a skippable frame, fed in pieces of any size."""
+    import random
+
+    import zstandard
+
+    from specdiag.ingest_read import _ZstdFrameEnds
+
+    rng = random.Random(0)
+    for _ in range(12):
+        frames = []
+        for _k in range(rng.randint(1, 3)):
+            size = rng.choice([0, 1, 300, 200_000])
+            data = rng.randbytes(min(size, 2_000)) + b"ab" * max(0, (size - 2_000) // 2)
+            if rng.random() < 0.3:
+                data = b"x" * size  # RLE blocks
+            c = zstandard.ZstdCompressor(
+                level=rng.choice([1, 19]),
+                write_checksum=rng.random() < 0.5,
+                write_content_size=rng.random() < 0.5,
+            )
+            if rng.random() < 0.5:
+                frames.append(c.compress(data))
+            else:
+                stream = c.compressobj()
+                frames.append(stream.compress(data) + stream.flush())
+            if rng.random() < 0.3:
+                frames.append((0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello")
+        whole = b"".join(frames)
+        bounds = {sum(len(f) for f in frames[:i]) for i in range(len(frames) + 1)}
+        cuts = range(len(whole) + 1) if len(whole) < 2_000 else rng.sample(range(len(whole) + 1), 600)
+        for cut in set(cuts) | bounds:
+            walker = _ZstdFrameEnds()
+            i = 0
+            while i < cut:
+                j = min(cut, i + rng.randint(1, 70_000))
+                walker.feed(whole[i:j])
+                i = j
+            assert walker.between_frames == (cut in bounds), (cut, sorted(bounds))
