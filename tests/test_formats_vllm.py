@@ -206,3 +206,15 @@ def test_a_2025_04_24_line_without_verify_steps_keeps_the_bonus_token_in_its_mal
     (w,) = vllm_log.parse(_line(text), ParseContext(path="x.log", year=2025)).windows
     assert w["source"] == "vllm-v1-log/2025-04-24" and w["verify_steps"] is None
     assert w["mean_acceptance_length"] == 1.0
+
+
+def test_a_window_that_accepted_nothing_counts_its_steps_from_tau() -> None:
+    """MAL 1.00 gives no step count (accepted / (MAL - 1) is 0 / 0); drafted / tau does, so the window keeps its weight
+    in summaries (weighted by running requests instead, it skewed a deployment's MAL by 3%)."""
+    text = (
+        "INFO 07-20 10:00:30 [metrics.py:96] SpecDecoding metrics: Mean acceptance length: 1.00, Accepted: 0 tokens, "
+        "Drafted: 300 tokens, Per-position acceptance rate: 0.000, 0.000, 0.000, Avg Draft acceptance rate: 0.0%\n"
+    )
+    (w,) = vllm_log.parse(_line(text), ParseContext(path="x.log", year=2025)).windows
+    assert (w["verify_steps"], w["tau"], w["mean_acceptance_length"]) == (100, 3, 1.0)
+    assert w["accepted_per_position"] == [0.0, 0.0, 0.0]

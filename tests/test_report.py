@@ -171,6 +171,19 @@ def test_position_acceptance_from_engine_windows(db: Path) -> None:
     assert [round(r["cond_alpha"], 6) for r in rows] == [0.8, 0.5, 0.25]
 
 
+def test_header_counts_deployments_and_times_of_engine_windows_too(db: Path) -> None:
+    """A store of engine logs only has deployments and a time range (the header said "deployments 0")."""
+    con = connect(db)
+    for i, dep in enumerate(("eng-a", "eng-b", "eng-a")):
+        con.execute(
+            "insert into windows (source, deployment, end_ts, tau, verify_steps, drafted, accepted)"
+            " values ('vllm', ?, ?, 3, 100, 300, 130)",
+            [dep, T0 + timedelta(hours=i)],
+        )
+    head = data.ingest_summary(con)
+    assert (head["deployments"], head["first_ts"], head["last_ts"]) == (2, T0, T0 + timedelta(hours=2))
+
+
 def test_timeline_marks_findings_and_config_changes(filled: Path) -> None:
     con = connect(filled, read_only=True)
     marks = data.timeline_markers(data.findings(con))

@@ -229,6 +229,9 @@ def _v1_window(
     if printed_mal is not None and accepted:
         tokens_per_step = printed_mal if bonus_excluded else printed_mal - 1.0  # accepted / verify_steps
         verify_steps = accepted / tokens_per_step if tokens_per_step > 0 else None
+    elif accepted == 0 and drafted and rates:
+        # nothing accepted: the MAL (1.00) says nothing of the steps, but each drafted tau = len(rates) tokens
+        verify_steps = drafted / len(rates)
     per_position = None
     if rates is not None and verify_steps is not None:
         per_position = [None if r is None else r * verify_steps for r in rates]

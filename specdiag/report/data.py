@@ -333,9 +333,14 @@ def ingest_summary(con: duckdb.DuckDBPyConnection) -> Row:
                (select count(*) from steps) as steps,
                (select count(*) from windows) as windows,
                (select count(*) from rejects) as rejected,
-               (select count(distinct deployment) from requests) as deployments,
-               (select min(ts) from requests) as first_ts,
-               (select max(ts) from requests) as last_ts
+               -- traces and engine windows alike
+               (select count(distinct deployment) from (
+                    select deployment from requests union select deployment from windows
+               )) as deployments,
+               (select min(t) from (select min(ts) as t from requests union all select min(end_ts) from windows))
+                   as first_ts,
+               (select max(t) from (select max(ts) as t from requests union all select max(end_ts) from windows))
+                   as last_ts
         """,
     )
     return r[0]

@@ -174,10 +174,16 @@ class VllmWriter(EngineWriter):
 
 
 class SglangWriter(EngineWriter):
-    """SGLang logs: a `Decode batch` line per engine (DP rank = deployment) every 40 decode iterations, i.e.
-    every 40 x (typical step time) seconds, plus `Prefill batch` noise lines."""
+    """SGLang logs: `Decode batch` lines per engine (DP rank = deployment), plus `Prefill batch` noise lines.
+
+    A server logs every 40 decode iterations, each advancing every running request one verify step, so a line covers
+    #running-req x 40 steps: readers weight a line's accept len by #running-req. Simulated traffic is sparser than the
+    nominal batch sizes, so intervals (40 x the typical step time) are pooled until they hold at least
+    MIN_LINE_STEPS verify steps, and #running-req is their steps / 40 (rounded: within 2.5% of the true weight).
+    """
 
     DECODE_LOG_INTERVAL = 40  # iterations
+    MIN_LINE_STEPS = 800  # verify steps per Decode batch line, at least (#running-req >= 20)
     TOKEN_CAPACITY = 200_000  # KV cache slots, for `token usage`
 
     def __init__(self, out: IO[bytes], fleet: Fleet) -> None:
@@ -186,30 +192,47 @@ class SglangWriter(EngineWriter):
             for d in fleet.deployments
         ]
         super().__init__(out, fleet, np.array(width))
+        self.pooled = np.zeros((len(fleet.deployments), N_STATS))  # intervals not yet written, per engine
+        self.since = np.zeros(len(fleet.deployments))  # start of the first pooled interval
+        self.closing = False
+
+    def close(self) -> None:
+        self.closing = True
+        super().close()
+        for e in range(len(self.pooled)):  # what is left when the run ends
+            if self.pooled[e, NUM_DRAFTS]:
+                self._put([self._decode_line(e, float(self.since[e]) + float(self.windows.width[e]))])
 
     def _emit(self, popped: tuple[np.ndarray, ...]) -> None:
         _, eng, end, stats, _ = popped
         lines: list[str] = []
         for e, t, s in zip(eng.tolist(), end.tolist(), stats, strict=True):
-            prefix = f"[{_utc(t, '%Y-%m-%d %H:%M:%S')} DP{e} TP0]"
-            running = round(s[BATCH_SUM] / s[STEPS]) if s[STEPS] else 0
-            tokens = running * 300
-            usage = tokens / self.TOKEN_CAPACITY
+            if not self.pooled[e, NUM_DRAFTS]:
+                self.since[e] = t - self.windows.width[e]
+            self.pooled[e] += s
             if s[ARRIVALS]:
                 lines.append(
-                    f"{prefix} Prefill batch, #new-seq: {int(s[ARRIVALS])}, #new-token: {int(s[PROMPT_TOKENS])}, "
-                    f"#cached-token: 0, token usage: {usage:.2f}, #running-req: {running}, #queue-req: 0"
+                    f"[{_utc(t, '%Y-%m-%d %H:%M:%S')} DP{e} TP0] Prefill batch, #new-seq: {int(s[ARRIVALS])}, "
+                    f"#new-token: {int(s[PROMPT_TOKENS])}, #cached-token: 0, token usage: 0.00, #running-req: 0, "
+                    "#queue-req: 0"
                 )
-            if s[NUM_DRAFTS] == 0:
-                continue
-            self.intervals += 1
-            lines.append(
-                f"{prefix} Decode batch, #running-req: {running}, #token: {tokens}, token usage: {usage:.2f}, "
-                f"accept len: {1 + s[ACCEPTED] / s[NUM_DRAFTS]:.2f}, accept rate: {s[ACCEPTED] / s[DRAFTED]:.2f}, "
-                f"cuda graph: True, gen throughput (token/s): {s[EMITTED] / self.windows.width[e]:.2f}, "
-                f"#queue-req: 0"
-            )
+            if self.pooled[e, NUM_DRAFTS] >= self.MIN_LINE_STEPS:
+                lines.append(self._decode_line(e, t))
         self._put(lines)
+
+    def _decode_line(self, e: int, t: float) -> str:
+        s, seconds = self.pooled[e], max(t - float(self.since[e]), float(self.windows.width[e]))
+        running = max(1, round(s[NUM_DRAFTS] / self.DECODE_LOG_INTERVAL))
+        tokens = running * 300
+        self.intervals += 1
+        line = (
+            f"[{_utc(t, '%Y-%m-%d %H:%M:%S')} DP{e} TP0] Decode batch, #running-req: {running}, #token: {tokens}, "
+            f"token usage: {tokens / self.TOKEN_CAPACITY:.2f}, accept len: {1 + s[ACCEPTED] / s[NUM_DRAFTS]:.2f}, "
+            f"accept rate: {s[ACCEPTED] / s[DRAFTED]:.2f}, cuda graph: True, "
+            f"gen throughput (token/s): {s[EMITTED] / seconds:.2f}, #queue-req: 0"
+        )
+        self.pooled[e] = 0.0
+        return line
 
 
 class PrometheusWriter(EngineWriter):
