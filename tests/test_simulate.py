@@ -246,3 +246,24 @@ def test_simulate_never_imports_torch() -> None:
 def test_cli_refuses_a_missing_output_folder(run, tmp_path: Path) -> None:
     result = run("simulate", "--out", tmp_path / "nowhere" / "x.jsonl", "--requests", 10)
     assert result.exit_code == 3 and "does not exist" in result.stderr
+
+
+def test_prometheus_scrapes_split_by_tau_as_the_trace_does(tmp_path: Path) -> None:
+    """The mixed scenario changes chat-prod's tau: the scrapes restart the server's counters with the new tau's
+    positions, so windows carry the tau in effect (every window said the largest before), as the trace's requests."""
+    import duckdb
+
+    sql = {
+        "prometheus": "select deployment, tau, sum(drafted), sum(accepted) from windows group by all order by all",
+        "trace": "select deployment, tau, sum(drafted), sum(accepted) from requests where tau > 0 "
+        "group by all order by all",
+    }
+    found = {}
+    for fmt in sql:
+        out = tmp_path / f"sim.{fmt}"
+        simulate(out, scenario="mixed", requests=600, days=1.0, seed=3, fmt=fmt)
+        _ingest(out, tmp_path / f"{fmt}.duckdb")
+        with duckdb.connect(str(tmp_path / f"{fmt}.duckdb"), read_only=True) as con:
+            found[fmt] = con.execute(sql[fmt]).fetchall()
+    assert found["prometheus"] == found["trace"]
+    assert len({(dep, tau) for dep, tau, *_ in found["trace"]}) > len({dep for dep, *_ in found["trace"]})

@@ -86,9 +86,14 @@ def test_sglang_decode_lines_carry_the_mean_acceptance_length(outputs) -> None:
         assert mal == pytest.approx(1 + counts["accepted"] / counts["verify_steps"], abs=0.01)
 
 
-def test_prometheus_counters_are_cumulative_and_end_at_the_totals(outputs) -> None:
+def test_prometheus_counters_are_cumulative_and_add_up_to_the_totals(outputs) -> None:
+    """Counters only grow, except at a restart (a tau change: `_created` moves, and the per-position counters are
+    those of the new tau); their increments, a restart counting from 0, add up to the simulated counts."""
     lines, truth = outputs["prometheus"]
     last: dict[tuple[str, str, str | None], float] = {}
+    grown: dict[tuple[str, str, str | None], float] = {}
+    created: dict[str, set[str]] = {}
+    positions: dict[tuple[str, int], set[str]] = {}
     scrape_times = set()
     for line in lines:
         if line.startswith("#"):
@@ -98,18 +103,26 @@ def test_prometheus_counters_are_cumulative_and_end_at_the_totals(outputs) -> No
         assert m, line
         name, model, pos, value, ts = m.groups()
         scrape_times.add(int(ts))
-        key = (name, model, pos)
-        if name.endswith("_total"):
-            assert float(value) >= last.get(key, 0.0)  # counters never go down
-        last[key] = float(value)
+        if name.endswith("_created"):
+            created.setdefault(model, set()).add(value)
+            continue
+        if pos is not None:
+            positions.setdefault((model, int(ts)), set()).add(pos)
+        key, v = (name, model, pos), float(value)
+        before = last.get(key, 0.0)
+        grown[key] = grown.get(key, 0.0) + (v - before if v >= before else v)  # a drop: restarted from 0
+        last[key] = v
     assert len(scrape_times) == truth["output"]["intervals"] == 288  # one scrape each 5 minutes for a day
-    for name, total in (
-        ("vllm:spec_decode_num_drafts_total", "verify_steps"),
-        ("vllm:spec_decode_num_draft_tokens_total", "drafted"),
-        ("vllm:spec_decode_num_accepted_tokens_total", "accepted"),
-    ):
-        for dep, counts in truth["generated"]["by_deployment"].items():
-            assert last[(name, dep, None)] == counts[total]
+    taus = {d["name"]: d["tau"] for d in truth["deployments"]}
     for dep, counts in truth["generated"]["by_deployment"].items():
-        per_pos = sum(v for (n, m, p), v in last.items() if n.endswith("per_pos_total") and m == dep)
+        for name, total in (
+            ("vllm:spec_decode_num_drafts_total", "verify_steps"),
+            ("vllm:spec_decode_num_draft_tokens_total", "drafted"),
+            ("vllm:spec_decode_num_accepted_tokens_total", "accepted"),
+        ):
+            assert grown[(name, dep, None)] == counts[total]
+        per_pos = sum(v for (n, m, _p), v in grown.items() if n.endswith("per_pos_total") and m == dep)
         assert per_pos == counts["accepted"]  # sum over positions of steps reaching it = accepted tokens
+        seen = {len(p) for (m, _t), p in positions.items() if m == dep}
+        assert taus[dep] in seen and len(seen) == len(created[dep])  # one tau per (re)start
+    assert any(len(c) > 1 for c in created.values())  # the mixed scenario's tau change restarts one server

@@ -237,7 +237,8 @@ class SglangWriter(EngineWriter):
 
 class PrometheusWriter(EngineWriter):
     """Scrapes of vLLM V1 spec-decoding counters (cumulative since start) every 5 minutes over the whole range,
-    one label set per deployment (`model_name` = deployment, `engine="0"`), samples timestamped in ms."""
+    one label set per deployment (`model_name` = deployment, `engine="0"`), samples timestamped in ms. A tau change is
+    a restart: the counters start again from 0, with one per-position counter per position of the new tau."""
 
     SCRAPE_S = 300.0
     METRICS = (
@@ -248,22 +249,12 @@ class PrometheusWriter(EngineWriter):
 
     def __init__(self, out: IO[bytes], fleet: Fleet) -> None:
         super().__init__(out, fleet, np.full(len(fleet.deployments), self.SCRAPE_S))
-        from specdiag.simulate.incidents import TASKS, resolve
-
-        self.positions = []
-        for e, d in enumerate(fleet.deployments):  # counters exist for every position the run can reach
-            taus = resolve(
-                fleet,
-                np.full(len(TASKS), e),
-                np.arange(len(TASKS)),
-                np.zeros(len(TASKS)),
-                np.full(len(TASKS), np.inf),
-            ).tau
-            self.positions.append(max(int(taus.max()), d.tau))
+        # a server exports one per-position counter per draft position of its tau; a new tau means a restart
+        self.tau = [d.tau for d in fleet.deployments]
         self.total = np.zeros((len(fleet.deployments), N_STATS))
         self.next_scrape = int(fleet.start.timestamp() // self.SCRAPE_S)  # interval index
         self.last_scrape = int(np.ceil(fleet.end.timestamp() / self.SCRAPE_S))
-        self.created = fleet.start.timestamp()
+        self.created = np.full(len(fleet.deployments), fleet.start.timestamp())
         self.closing = False
 
     def close(self) -> None:
@@ -279,11 +270,22 @@ class PrometheusWriter(EngineWriter):
         j = 0
         for i in range(self.next_scrape, upto):
             while j < len(idx) and idx[j] == i:
-                self.total[eng[j]] += stats[j]
+                e = int(eng[j])
+                tau = self._configured_tau(e, (i + 1) * self.SCRAPE_S)
+                if tau != self.tau[e]:  # restarted with the new tau: counters start again from 0
+                    self.tau[e], self.total[e], self.created[e] = tau, 0.0, i * self.SCRAPE_S
+                self.total[e] += stats[j]
                 j += 1
             lines.extend(self._scrape((i + 1) * self.SCRAPE_S))
         self.next_scrape = max(self.next_scrape, upto)
         self._put(lines)
+
+    def _configured_tau(self, e: int, t: float) -> int:
+        """The tau deployment ``e`` is configured with at time ``t`` (a tau_misconfig incident changes it)."""
+        from specdiag.simulate.incidents import resolve
+
+        one = np.ones(1, dtype=np.int64)
+        return int(resolve(self.fleet, e * one, 0 * one, np.zeros(1), np.full(1, t)).tau[0])
 
     def _scrape(self, t: float) -> list[str]:
         ms = int(round(t * 1000))
@@ -294,12 +296,14 @@ class PrometheusWriter(EngineWriter):
             for e, d in enumerate(self.fleet.deployments):
                 labels = f'model_name="{d.name}",engine="0"'
                 lines.append(f"{name}{{{labels}}} {float(self.total[e, col])!r} {ms}")
-                lines.append(f"{name.removesuffix('_total')}_created{{{labels}}} {self.created!r} {ms}")
+                lines.append(
+                    f"{name.removesuffix('_total')}_created{{{labels}}} {float(self.created[e])!r} {ms}"
+                )
         name = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
         lines += [f"# HELP {name} Accepted tokens per draft position.", f"# TYPE {name} counter"]
         for e, d in enumerate(self.fleet.deployments):
             reached = np.cumsum(self.total[e, HIST : HIST + MAX_POSITIONS + 1][::-1])[::-1]
-            for pos in range(self.positions[e]):
+            for pos in range(self.tau[e]):
                 labels = f'model_name="{d.name}",engine="0",position="{pos}"'
                 lines.append(f"{name}{{{labels}}} {float(reached[pos + 1])!r} {ms}")
         return lines
