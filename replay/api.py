@@ -105,7 +105,7 @@ def replay_prompts(
     if pair.tokenizer_warning:
         from specdiag.output import message
 
-        message(f"[bold red]warning:[/] {pair.tokenizer_warning}")
+        message(f"warning: {pair.tokenizer_warning}")
     if pair.device == "cpu" and threads:
         torch.set_num_threads(threads)
     jobs = [(record, settings_for(record, tau, temperature, top_p, acceptance)) for record in records]

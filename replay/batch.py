@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from replay.cache import RaggedCache
-from replay.engine import Baseline, Generation, Step, record_steps
+from replay.engine import Baseline, Generation, Step, cut_at_eos, record_steps
 from replay.rules import Rule, verify
 from replay.sampling import Sampling, distribution, sample
 from replay.timing import StageClock
@@ -118,6 +118,7 @@ def speculative_generate_batch(
                 sampling, rule,
             )  # fmt: skip
             for c, step in zip(rows, recorded):
+                cut_at_eos(step, d.tokens[c][: accepted[c]], eos_token_id)
                 steps[live[c]].append(step)
                 shares[live[c]].append((batch_step, len(live)))
         # keep committed tokens + accepted drafts (next_token is fed next step); the draft keeps a prefix of them

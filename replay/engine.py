@@ -88,6 +88,7 @@ def speculative_generate(
         steps += record_steps(
             [len(steps)], ids, [k], q_l[None], t_logits[None], q[None], p[None], sampling, rule
         )
+        cut_at_eos(steps[-1], drafted[:k], eos_token_id)
         new = [*drafted[:k], next_token]
         # keep committed tokens + accepted drafts; next_token is fed next step
         rollback(t_cache, len(seq) + k)
@@ -157,6 +158,17 @@ def record_steps(
         if step.accepted == n:
             step.tv.append(0.0)  # the bonus token is drawn from p itself
     return steps
+
+
+def cut_at_eos(step: Step, kept: list[int], eos_token_id: int | None) -> None:
+    """End a step at an EOS among its accepted drafts (``kept``): the drafts after it are never emitted, so they are
+    not counted as drafted or accepted either (the request's last step is cut short, as the trace format allows)."""
+    if eos_token_id is None or eos_token_id not in kept:
+        return
+    j = kept.index(eos_token_id) + 1
+    step.drafted = step.accepted = j
+    step.tokens = step.tokens[:j]
+    step.tv = step.tv[:j]
 
 
 @dataclass

@@ -89,6 +89,24 @@ def test_any_tau_gives_the_target_output_and_consistent_counts(models, tau):
     assert all(len(s.tokens) == s.drafted for s in g.steps)
 
 
+@pytest.mark.parametrize("draft", ["self", "perturbed"])
+def test_drafts_accepted_after_eos_are_not_counted(models, draft):
+    """With each token of the output as EOS in turn: the output stops at it, and the step that emitted it counts
+    no draft after it (they were never emitted: accepted past EOS, they inflated acceptance and MAL)."""
+    full = spec(models, draft, PROMPTS[0]).token_ids
+    for eos in dict.fromkeys(full):
+        g = spec(models, draft, PROMPTS[0], eos_token_id=eos)
+        assert g.token_ids == full[: full.index(eos) + 1]
+        assert all(len(s.tokens) == s.drafted and 0 <= s.accepted <= s.drafted for s in g.steps)
+        last = g.steps[-1]
+        kept = [t["token_id"] for t in last.tokens if t["accepted"]]
+        ended_on_a_draft = bool(kept) and kept[-1] == eos and last.accepted == last.drafted
+        assert eos not in kept[:-1]
+        assert all(eos not in [t["token_id"] for t in s.tokens if t["accepted"]] for s in g.steps[:-1])
+        # every step emits its accepted drafts and one target token, except one that ended on an accepted EOS
+        assert sum(s.accepted + 1 for s in g.steps) - ended_on_a_draft == len(g.token_ids)
+
+
 def test_negative_control_cache_not_rolled_back_breaks_equality(models, monkeypatch):
     created = []
     real_new_cache, real_rollback = engine.new_cache, engine.rollback
