@@ -117,6 +117,8 @@ def replay_prompts(
             typical_delta=typical_delta,
             batch_size=batch_size,
         )
+    for record, settings in jobs:  # every prompt checked before the first is run
+        _fits(pair, record, _prompt_ids(pair, record), settings["max_new_tokens"])
     groups = _batches(len(jobs), batch_size, [_batch_key(settings) for _, settings in jobs])
     results: list[dict[str, Any]] = [{} for _ in jobs]
     with torch.inference_mode():
@@ -164,12 +166,7 @@ def _progress(groups: list[Any], show: bool) -> Iterable[Any]:
 
 def _prompt_ids(pair: Any, record: dict[str, Any]) -> list[int]:
     if record.get("prompt_ids") is not None:
-        ids = [int(t) for t in record["prompt_ids"]]
-        if max(ids) >= pair.vocab_size:
-            raise InputError(
-                f"prompt {record['prompt_id']}: token id {max(ids)} outside the vocabulary ({pair.vocab_size})"
-            )
-        return ids
+        return _in_vocabulary(pair, record, [int(t) for t in record["prompt_ids"]])
     if pair.tokenizer is None:
         raise InputError(
             f"prompt {record['prompt_id']}: text prompt but the model folders have no tokenizer",
@@ -178,7 +175,31 @@ def _prompt_ids(pair: Any, record: dict[str, Any]) -> list[int]:
     ids = pair.tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
     if not ids:
         raise InputError(f"prompt {record['prompt_id']}: the prompt encodes to no tokens")
-    return [int(t) for t in ids]
+    return _in_vocabulary(pair, record, [int(t) for t in ids])
+
+
+def _fits(pair: Any, record: dict[str, Any], ids: list[int], max_new_tokens: int) -> None:
+    """Prompt and output within the positions both models were built for (learned position embeddings, as GPT-2's,
+    fail beyond them; rotary ones run on, untrained)."""
+    from replay.models import position_limit
+
+    limit = position_limit(pair)
+    if limit is not None and len(ids) + max_new_tokens > limit:
+        raise InputError(
+            f"prompt {record['prompt_id']}: {len(ids)} prompt tokens + {max_new_tokens} new tokens exceed the "
+            f"{limit} positions of the models",
+            hint="lower --max-new-tokens or shorten the prompt",
+        )
+
+
+def _in_vocabulary(pair: Any, record: dict[str, Any], ids: list[int]) -> list[int]:
+    """The ids, if both models can embed them (the tokenizer may know more ids than the smaller model)."""
+    if max(ids) >= pair.vocab_size:
+        raise InputError(
+            f"prompt {record['prompt_id']}: token id {max(ids)} is outside the vocabulary both models share "
+            f"({pair.vocab_size} ids)"
+        )
+    return ids
 
 
 def _warm_up(pair: Any, prompts: list[list[int]], batched: bool) -> None:

@@ -25,6 +25,17 @@ class Pair:
     eos_token_id: int | None
 
 
+def position_limit(pair: Pair) -> int | None:
+    """The most positions (prompt + output) both models take, from their configs; None when neither says."""
+    limits = [
+        value
+        for model in (pair.target, pair.draft)
+        for name in ("max_position_embeddings", "n_positions")
+        if isinstance(value := getattr(model.config, name, None), int)
+    ]
+    return min(limits) if limits else None
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -48,11 +59,13 @@ def _load_model(folder: Path, device: str, dtype: str) -> Any:
             f"{folder}: not a model folder (no config.json)",
             hint="pass a local Hugging Face folder, or `demo` for the built-in pair",
         )
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, dtype=getattr(torch, dtype)
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or corrupt weights file
         raise DependencyError(f"{folder}: cannot load model: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval()  # type: ignore[arg-type]
 

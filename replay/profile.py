@@ -7,6 +7,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from specdiag.errors import UsageError
+
 CONTEXT_TOKENS = 64  # cached context before the timed pass, a typical mid-generation state
 
 
@@ -25,7 +27,15 @@ def profile_costs(
     import torch
 
     from replay.cache import forward, new_cache
+    from replay.models import position_limit
 
+    limit = position_limit(pair)
+    if limit is not None and CONTEXT_TOKENS + tau_max + 1 > limit:
+        raise UsageError(
+            f"--profile-costs times passes after {CONTEXT_TOKENS} cached tokens, up to {CONTEXT_TOKENS + tau_max + 1}"
+            f" positions: the models take {limit}",
+            hint="lower --profile-tau-max, or profile larger models",
+        )
     generator = torch.Generator().manual_seed(seed)
     device = torch.device(pair.device)
     rows = []

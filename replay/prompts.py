@@ -24,6 +24,7 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
     records = []
+    seen: dict[str, int] = {}  # prompt_id -> its line: results and saved replays are keyed by it
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -32,9 +33,15 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{number}: not JSON: {exc.msg}") from exc
         try:
-            records.append(validate_record(obj))
+            record = validate_record(obj)
         except ValueError as exc:
             raise InputError(f"{path}:{number}: {exc}") from exc
+        if record["prompt_id"] in seen:
+            raise InputError(
+                f"{path}:{number}: prompt_id {record['prompt_id']!r} repeats line {seen[record['prompt_id']]}"
+            )
+        seen[record["prompt_id"]] = number
+        records.append(record)
     if not records:
         raise InputError(f"{path}: no prompt records")
     return records

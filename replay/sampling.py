@@ -32,7 +32,9 @@ def distribution(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     logits = logits.float()
     if sampling.greedy:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    # the largest logit subtracted first: at a tiny temperature (1e-40) logits / T overflow to inf, and inf - inf
+    # inside softmax is nan; this way the largest becomes 0 and the rest -inf (probability 0)
+    probs = torch.softmax((logits - logits.amax(-1, keepdim=True)) / sampling.temperature, dim=-1)
     if sampling.top_p >= 1.0:
         return probs
     sorted_p, order = probs.sort(dim=-1, descending=True)

@@ -208,3 +208,88 @@ def test_batch_size_gives_the_same_results_in_the_same_shape(run, pair_dirs, tmp
     assert con.execute("select distinct batch_size from replay_runs").fetchall() == [(3,)]
     con.close()
     assert run(*args, "--batch-size", 0).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def short_pair(tmp_path_factory):
+    """A pair whose models take 32 positions and whose draft knows only the first 100 token ids."""
+    root = tmp_path_factory.mktemp("short")
+    tokenizer = build_tokenizer()
+    for name, vocab in (("target", VOCAB_SIZE), ("draft", 100)):
+        config = LlamaConfig(
+            vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=32, bos_token_id=None, eos_token_id=None,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root / "target", root / "draft"
+
+
+def test_prompts_the_models_cannot_take_are_one_line_errors(run, short_pair, tmp_path):
+    """Past the models' positions, or a token id only the larger vocabulary has: an error before anything runs
+    (both were tracebacks from inside the models)."""
+    target, draft = short_pair
+    cases = [
+        (
+            {"prompt_id": "long", "prompt": "a" * 20},
+            "20 prompt tokens + 16 new tokens exceed the 32 positions",
+        ),
+        ({"prompt_id": "tilde", "prompt": "hi~"}, "outside the vocabulary both models share (100 ids)"),
+    ]
+    for record, reason in cases:
+        path = tmp_path / f"{record['prompt_id']}.jsonl"
+        path.write_text(json.dumps({"prompt_id": "ok", "prompt": "12"}) + "\n" + json.dumps(record) + "\n")
+        result = run("replay", "--target", target, "--draft", draft, "--prompts", path, "--max-new-tokens", 16,
+                     "--device", "cpu")  # fmt: skip
+        assert result.exit_code == 3 and reason in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 2  # the vocabulary warning, then the error
+    result = run("replay", "--target", target, "--draft", draft, "--profile-costs", "--db", tmp_path / "p.duckdb",
+                 "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 2 and "the models take 32" in result.stderr
+
+
+def test_bad_settings_and_weights_are_one_line_errors(run, pair_dirs, prompts, tmp_path):
+    target, draft = pair_dirs
+    base = ("replay", "--target", target, "--draft", draft, "--prompts", prompts, "--device", "cpu")
+    for extra in (("--seed", str(2**64)), ("--temperature", "nan"), ("--temperature", "inf")):
+        result = run(*base, *extra)
+        assert result.exit_code == 2 and "Traceback" not in result.stderr, extra
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"prompt_id": 5, "prompt": "a"}\n{"prompt_id": "5", "prompt": "b"}\n')
+    result = run("replay", "--target", target, "--draft", draft, "--prompts", dup)
+    assert result.exit_code == 3 and f"{dup}:2: prompt_id '5' repeats line 1" in result.stderr
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(target, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = run("replay", "--target", broken, "--draft", draft, "--prompts", prompts, "--device", "cpu")
+    assert result.exit_code == 5 and "cannot load model" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_tiny_temperature_samples_like_greedy(run, pair_dirs, prompts):
+    """logits / 1e-40 overflow: the largest logit is subtracted first, so the draw is the argmax, not nan."""
+    target, draft = pair_dirs
+    runs = [
+        run(
+            "replay",
+            "--target",
+            target,
+            "--draft",
+            draft,
+            "--prompts",
+            prompts,
+            "--device",
+            "cpu",
+            "--json",
+            "--max-new-tokens",
+            8,
+            *extra,
+        )  # fmt: skip
+        for extra in (("--temperature", "1e-40", "--acceptance", "rejection"), ())
+    ]
+    assert all(r.exit_code == 0 for r in runs), runs[0].stderr
+    tokens = [[x["output_token_ids"] for x in json.loads(r.stdout)["results"]] for r in runs]
+    assert tokens[0] == tokens[1]

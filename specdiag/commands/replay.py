@@ -13,6 +13,13 @@ from specdiag.errors import UsageError
 from specdiag.output import emit_json, message, out_console, plain
 
 
+def _finite(value: float | None) -> float | None:
+    """click's FloatRange lets nan through (every comparison with it is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.command("replay")
 @click.option("--target", default="demo", show_default=True, help="Target model folder (HF), or `demo`.")
 @click.option("--draft", default="demo", show_default=True, help="Draft model folder (HF), or `demo`.")
@@ -31,7 +38,12 @@ from specdiag.output import emit_json, message, out_console, plain
 @click.option(
     "--tau", type=click.IntRange(0, 64), help="Draft tokens per verify step [default: record's, else 4]."
 )
-@click.option("--temperature", type=click.FloatRange(0, None), help="0 = greedy [default: record's, else 0].")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, None),
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="0 = greedy [default: record's, else 0].",
+)
 @click.option(
     "--top-p", type=click.FloatRange(0, 1, min_open=True), help="Nucleus mass [default: record's, else 1]."
 )
@@ -53,7 +65,13 @@ from specdiag.output import emit_json, message, out_console, plain
     show_default=True,
     help="Tokens to generate per prompt.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of every random draw.",
+)
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
