@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from specdiag.queries import find_query
 from specdiag.recommend import recommend_from_store, recommend_report
 from specdiag.speedup import CostModel, best_tau, speedup_curve
 from specdiag.store import connect
@@ -356,6 +357,29 @@ def test_replayed_drafts_are_ranked_by_measured_speedup(run, db: Path) -> None:
             " draft_ms, verify_ms, target_only_ms) values (?, 'p1', ?, 'big-target', ?, ?, ?, ?, ?, ?, ?, ?)",
             [f"run{i}", datetime(2026, 1, 1), draft, tau, steps, drafted, accepted, d_ms, v_ms, t_ms],
         )
+    # a lossy (typical) run of the slowest draft that would put it first: left out of the ranking
+    con.execute(
+        "insert into replay_runs (run_id, prompt_id, created_at, target, draft, tau, acceptance, steps, drafted,"
+        " accepted, draft_ms, verify_ms, target_only_ms) values ('lossy', 'p1', ?, 'big-target', 'huge', 4,"
+        " 'typical', 100, 400, 400, 10.0, 100.0, 100000.0)",
+        [datetime(2026, 1, 1)],
+    )
+    # run0's steps: the last drafted nothing (cut by the token limit), so it is not a verify step of the MAL
+    con.execute(
+        "insert into replay_steps select 'run0', 'p1', i, case when i < 99 then 4 else 0 end, 0, 0, 0"
+        " from range(100) t(i)"
+    )
+    measured = con.execute(
+        "select draft, tau, runs, mean_acceptance_length from ("
+        + find_query("recommend_replay_drafts").sql
+        + ")"
+        " where draft in ('small', 'huge') order by all"
+    ).fetchall()
+    assert measured == [
+        ("huge", 4, 1, 1 + 380 / 100),
+        ("small", 4, 1, 1 + 240 / 99),
+        ("small", 6, 1, 1 + 280 / 100),
+    ]
     report = recommend_report(con, n_boot=0)
     con.close()
     (ranked,) = [d for d in report["drafts"] if d["source"] == "replay"]
