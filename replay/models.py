@@ -65,7 +65,7 @@ def _load_model(folder: Path, device: str, dtype: str) -> Any:
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, dtype=getattr(torch, dtype)
         )
-    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or corrupt weights file
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: truncated or corrupt weights
         raise DependencyError(f"{folder}: cannot load model: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval()  # type: ignore[arg-type]
 
