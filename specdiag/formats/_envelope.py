@@ -66,6 +66,8 @@ def count(text: str) -> int | None:
         return None
     if parsed != int(parsed) or parsed < 0:
         raise ValueError(f"not a count: {text.strip()!r}")
+    if parsed > 2**63 - 1:  # the store's counts are BIGINT
+        raise ValueError(f"count too large: {text.strip()[:40]!r}")
     return int(parsed)
 
 
@@ -106,7 +108,10 @@ class Clock:
     def to_utc(self, local: datetime) -> datetime:
         if self.zone is None:
             return local
-        return local.replace(tzinfo=self.zone).astimezone(UTC).replace(tzinfo=None)
+        try:
+            return local.replace(tzinfo=self.zone).astimezone(UTC).replace(tzinfo=None)
+        except OverflowError as exc:  # 9999-12-31 west of UTC, 0001-01-01 east of it
+            raise ValueError(f"{local} in {self.ctx.tz} is outside the years 1-9999 in UTC") from exc
 
     def without_year(self, month: int, day: int, hms: str, frac: str | None, notes: list[str]) -> datetime:
         """vLLM prints `MM-DD HH:MM:SS`: the year comes from ctx.year, else the file's mtime, else today.

@@ -11,6 +11,9 @@ from typing import Any
 
 from specdiag.formats import Line, Parsed, Reject
 
+INT64_MAX = 2**63 - 1  # the store's counts are BIGINT
+INT32_MAX = 2**31 - 1  # and tau an INTEGER
+
 
 class Bad(ValueError):
     """A record that cannot be stored: carries the rejects reason."""
@@ -36,16 +39,24 @@ def reject(line: Line, bad: Bad) -> Reject:
     return Reject(line.number, line.byte_offset, bad.reason, str(bad), line.raw)
 
 
-def count(record: dict[str, Any], name: str) -> int | None:
-    """An optional non-negative integer field (JSON numbers like 12.0 accepted)."""
+def count(record: dict[str, Any], name: str, most: int = INT64_MAX) -> int | None:
+    """An optional non-negative integer field up to ``most`` (JSON numbers like 12.0 accepted)."""
     value = record.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Bad("wrong_type", f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise Bad("out_of_range", f"{name} must be a non-negative integer, got {value}")
+    # an int is compared as an int: math.isfinite on one of 400 digits raises OverflowError
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or value != int(value):
+        raise Bad("out_of_range", f"{name} must be a non-negative integer, got {_short(value)}")
+    if value > most:
+        raise Bad("out_of_range", f"{name} {_short(value)} is larger than {most}")
     return int(value)
+
+
+def _short(value: float) -> str:
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def ratio(record: dict[str, Any], name: str) -> float | None:
@@ -54,23 +65,30 @@ def ratio(record: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Bad("wrong_type", f"{name} must be a number, got {type(value).__name__}")
-    return float(value) if math.isfinite(value) else None
+    try:
+        as_float = float(value)
+    except OverflowError:  # an integer too large for a double: no usable number, as inf
+        return None
+    return as_float if math.isfinite(as_float) else None
 
 
 def timestamp(value: Any, name: str) -> datetime:
     """Epoch seconds (or ms when > 1e11) or an ISO 8601 string, as naive UTC."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        seconds = value / 1000 if value > 1e11 else value
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
+            seconds = value / 1000 if value > 1e11 else value
             return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise Bad("bad_timestamp", f"{name} {value} is out of range") from exc
+        except (OverflowError, OSError, ValueError) as exc:  # also nan, inf and integers past a double
+            raise Bad("bad_timestamp", f"{name} {_short(value)} is out of range") from exc
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise Bad("bad_timestamp", f"{name} {value!r} is neither ISO 8601 nor epoch seconds") from exc
-        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+            return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        except (
+            ValueError,
+            OverflowError,
+        ) as exc:  # OverflowError: an offset that moves it past year 9999 or 1
+            raise Bad("bad_timestamp", f"{name} {value!r} is not an ISO 8601 time in range") from exc
     raise Bad("bad_timestamp", f"{name} is missing or not a time")
 
 

@@ -115,7 +115,8 @@ def _went_down(now: dict[str, Any], before: dict[str, Any]) -> bool:
         if now[name] is not None and before[name] is not None and now[name] < before[name]:
             return True
     now_pos, before_pos = now["accepted_per_position"] or [], before["accepted_per_position"] or []
-    return any(a < b for a, b in zip(now_pos, before_pos, strict=False))
+    # a position may be missing (None) from one scrape
+    return any(a < b for a, b in zip(now_pos, before_pos, strict=False) if a is not None and b is not None)
 
 
 def difference(samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

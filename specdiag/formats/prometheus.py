@@ -106,8 +106,11 @@ def labels_of(text: str | None) -> dict[str, str]:
 
 
 def value_of(text: str) -> float | None:
-    """A sample value; NaN and infinities are None (no count to use). Raises ValueError otherwise."""
+    """A sample value; NaN and infinities are None (no count to use). Raises ValueError otherwise, and for a value
+    past 2^63, which no counter reaches and the store's BIGINT counts cannot hold."""
     value = float(text)
+    if math.isfinite(value) and abs(value) >= 2.0**63:
+        raise ValueError(f"value {text.strip()[:40]} is too large for a count")
     return value if math.isfinite(value) else None
 
 

@@ -79,10 +79,14 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
     output = record["out"].get("text") if isinstance(record["out"].get("text"), str) else None
     finished = to_time(record.get("timestamp"), "timestamp")  # the event is logged when the request finishes
     latency_ms = _ms(meta.get("e2e_latency"))
+    try:
+        arrival = finished - timedelta(milliseconds=latency_ms or 0.0)  # arrival = finish time - e2e latency
+    except OverflowError as exc:
+        raise Bad("bad_timestamp", f"timestamp {finished} minus e2e_latency is before year 1") from exc
     return request_row(
         request_id=rid,
         source=NAME,
-        ts=finished - timedelta(milliseconds=latency_ms or 0.0),  # arrival = finish time - e2e latency
+        ts=arrival,
         deployment=deployment_for(ctx, meta.get("model") if isinstance(meta.get("model"), str) else None),
         temperature=ratio(params, "temperature"),  # type: ignore[arg-type]
         top_p=ratio(params, "top_p"),  # type: ignore[arg-type]

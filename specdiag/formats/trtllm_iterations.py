@@ -158,4 +158,7 @@ def _time(value: Any, clock: Clock) -> datetime:
         )
     except ValueError as exc:
         raise Bad("bad_timestamp", f"timestamp {value!r} is not MM-DD-YYYY HH:MM:SS.ffffff") from exc
-    return clock.to_utc(local)
+    try:
+        return clock.to_utc(local)
+    except ValueError as exc:  # out of range in UTC
+        raise Bad("bad_timestamp", str(exc)) from exc

@@ -17,6 +17,7 @@ from typing import Any
 from specdiag.formats import Line, ParseContext, Parsed
 from specdiag.formats._envelope import deployment_for
 from specdiag.formats._json import (
+    INT32_MAX,
     Bad,
     check_counts,
     count,
@@ -83,7 +84,7 @@ def _row(record: dict[str, Any], spec: dict[str, Any], ctx: ParseContext, line: 
         ts=to_time(record.get("created"), "created"),
         deployment=deployment_for(ctx, model),
         target_model=model,
-        tau=count(spec, "num_spec_tokens"),
+        tau=count(spec, "num_spec_tokens", most=INT32_MAX),
         prompt_tokens=count(usage, "prompt_tokens"),  # type: ignore[arg-type]
         output_tokens=count(usage, "completion_tokens"),  # type: ignore[arg-type]
         verify_steps=steps if steps is not None else (sum(hist) if hist is not None else None),
