@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -83,6 +84,14 @@ def cli() -> None:
     """
 
 
+def _interrupted(exc: Exception, duckdb: Any) -> bool:
+    """DuckDB stops a statement on SIGINT with InterruptException, or a RuntimeError "Query interrupted" when the
+    statement came from a relation (an insert of a frame)."""
+    if duckdb is not None and isinstance(exc, duckdb.InterruptException):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).strip().lower().startswith("query interrupted")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every specdiag error to a one-line message and an exit code."""
     try:
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     except SpecdiagError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(int(exc.exit_code))
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -99,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # a store error that escaped the adapter (duckdb is imported only by the commands that use it)
         duckdb = sys.modules.get("duckdb")
+        if _interrupted(exc, duckdb):  # Ctrl-C while DuckDB ran a statement
+            click.echo("aborted", err=True)
+            sys.exit(130)
         if duckdb is None or not isinstance(exc, duckdb.Error):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -94,6 +94,8 @@ def expand_paths(paths: list[str], empty: list[str] | None = None) -> list[str]:
 
 def _raw_stream(path: str) -> BinaryIO:
     if path == STDIN:
+        if sys.stdin is None:  # started with stdin closed
+            raise InputError("-: standard input is closed")
         return sys.stdin.buffer
     try:
         return open(path, "rb")  # noqa: SIM115 - closed by the caller

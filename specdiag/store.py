@@ -407,7 +407,17 @@ def connect(
 
 
 def _check_is_store(con: duckdb.DuckDBPyConnection, db: Path) -> None:
-    """A DuckDB file with tables but no schema_info belongs to something else: never add specdiag's tables to it."""
+    """A DuckDB file with tables but no schema_info belongs to something else: never add specdiag's tables to it.
+
+    DuckDB opens an existing CSV or JSON file as an in-memory database (no path): everything written to it would
+    be lost when the command ends, so such a file is refused too.
+    """
+    [(path,)] = con.execute(
+        "select path from duckdb_databases() where database_name = current_database()"
+    ).fetchall()
+    if path is None and str(db) != ":memory:":  # asked for in memory (tests): fine
+        con.close()
+        raise StoreError(f"{db} is not a DuckDB database file", hint="pass --db with a .duckdb file")
     tables = {
         name
         for (name,) in con.execute(

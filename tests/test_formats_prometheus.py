@@ -8,7 +8,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from specdiag.formats import prometheus
+from specdiag.formats import ParseContext, prometheus
 from specdiag.formats._windows import difference
 from specdiag.formats.samples import write_samples
 from specdiag.store import ensure_schema
@@ -163,3 +163,21 @@ def test_a_nan_scrape_never_turns_the_next_window_into_a_lifetime_total() -> Non
     windows = difference(prometheus.parse(lines_of(text), ctx("x.prom")).samples)
     # verify_steps: 100 since start, unknown at the NaN scrape, unknown after it (not 130); accepted 150, 30, 20
     assert [(w["verify_steps"], w["accepted"]) for w in windows] == [(100, 150), (None, 30), (None, 20)]
+
+
+def test_deployment_option_keeps_two_models_series_apart() -> None:
+    """--deployment names the deployment of every series; each model_name stays its own series (in `instance`):
+    they were one, and the second model's values overwrote the first's."""
+    text = "".join(
+        f'vllm:spec_decode_num_{name}_total{{model_name="{model}",engine="0"}} {value} {ts}\n'
+        for ts, scale in ((1794787500000, 1), (1794787800000, 2))
+        for model, base in (("a", 100), ("b", 10))
+        for name, value in (("drafts", base * scale), ("draft_tokens", 4 * base * scale))
+    )
+    lines = lines_of(text.encode())
+    parsed = prometheus.parse(lines, ParseContext(path="x.prom", deployment="DEP"))
+    assert accounted(parsed, lines) and not parsed.rejects
+    windows = difference(parsed.samples)
+    got = sorted((w["deployment"], w["instance"], w["drafted"]) for w in windows)
+    assert got == [("DEP", "model_name=a", 400), ("DEP", "model_name=a", 400), ("DEP", "model_name=b", 40),
+                   ("DEP", "model_name=b", 40)]  # fmt: skip

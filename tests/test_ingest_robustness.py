@@ -307,3 +307,45 @@ def test_a_store_from_a_newer_specdiag_is_refused(run: Any, db: Path) -> None:
     con.close()
     out = run("summary", "--db", db)
     assert out.exit_code == 4 and "newer specdiag" in out.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_a_db_path_naming_a_data_file_is_refused_untouched(run: Any, tmp_path: Path, suffix: str) -> None:
+    """DuckDB opens an existing CSV or JSON file as an in-memory database: ingest reported success and kept
+    nothing. It is now refused, and the file is left as it was."""
+    victim = tmp_path / f"data{suffix}"
+    content = b'{"a": 1}\n' if "json" in suffix else b"a,b\n1,2\n"
+    victim.write_bytes(content)
+    out = run("ingest", ROOT / "examples" / "flat-steps.jsonl", "--db", victim)
+    assert out.exit_code == 4 and "is not a DuckDB database file" in out.stderr
+    assert victim.read_bytes() == content
+
+
+def test_closed_stdin_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        ["bash", "-c", f'exec 0<&-; "{sys.executable}" -m specdiag ingest - --db "{tmp_path / "s.duckdb"}"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 3 and done.stderr.strip() == "error: -: standard input is closed"
+
+
+@pytest.mark.parametrize(
+    "raised", [KeyboardInterrupt(), RuntimeError("Query interrupted"), duckdb.InterruptException()]
+)
+def test_ctrl_c_anywhere_is_aborted_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException
+) -> None:
+    """Ctrl-C while DuckDB runs a statement surfaces as InterruptException, or as a RuntimeError from a relation."""
+    from specdiag import cli
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise raised
+
+    monkeypatch.setattr(cli.cli, "main", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["summary"])
+    assert stop.value.code == 130

@@ -150,7 +150,7 @@ def parse(lines: Iterable[Line], ctx: ParseContext) -> Parsed:
             source,
             deployment_for(ctx, labels.get("model_name")),
             _engine(labels.get("engine")),
-            _instance(labels),
+            _instance(labels, keep_model=bool(ctx.deployment)),
             ts,
         )
         group = groups.setdefault(key, {"lines": [], "line": line.number})
@@ -190,9 +190,13 @@ def _scrape_time(stamp: str | None, default: datetime) -> datetime:
 COUNT_LABELS = {"model_name", "engine", "position", "token_position"}
 
 
-def _instance(labels: dict[str, str]) -> str | None:
-    """`instance`, `job`, `tp_rank`... as `k=v,...` (sorted), so that two processes never share a series."""
-    rest = sorted((k, v) for k, v in labels.items() if k not in COUNT_LABELS)
+def _instance(labels: dict[str, str], keep_model: bool = False) -> str | None:
+    """`instance`, `job`, `tp_rank`... as `k=v,...` (sorted), so that two processes never share a series.
+
+    ``keep_model``: --deployment names the deployment, so `model_name` stays here: two models' series would
+    otherwise be one, each scrape's values overwriting the other's."""
+    skip = COUNT_LABELS - {"model_name"} if keep_model else COUNT_LABELS
+    rest = sorted((k, v) for k, v in labels.items() if k not in skip)
     return ",".join(f"{k}={v}" for k, v in rest) or None
 
 
