@@ -300,3 +300,11 @@ def test_every_reason_is_documented() -> None:
     text = (DOCS / "trace-format.md").read_text(encoding="utf-8")
     for reason in REASONS:
         assert f"| `{reason}` |" in text
+
+
+def test_a_number_too_large_for_a_double_says_so() -> None:
+    """1e400 reads as infinity: the reason named the bound it broke as "[0, inf]", which inf is inside."""
+    line = req().rstrip().removesuffix("}").encode() + b', "latency_ms": 1e400}'
+    got = validate_line(line)
+    assert isinstance(got, Invalid) and got.reason == "out_of_range"
+    assert got.detail == "latency_ms is too large to be a finite number"
