@@ -238,6 +238,15 @@ def _ingest_trace(
         update_totals(con)
 
 
+# the tables whose rows carry the file's id: rows written under a placeholder id move to the content's own
+_RENAME_FILE_ID = (
+    "update requests set file_id = $id where file_id = $old",
+    "update rejects set file_id = $id where file_id = $old",
+    "update windows set file_id = $id where file_id = $old",
+    "update counter_samples set file_id = $id where file_id = $old",
+)
+
+
 def _lines(blocks: Iterable[Block], counter: list[int]) -> Iterator[formats.Line]:
     for block in blocks:
         for i in range(block.n_lines):
@@ -386,11 +395,8 @@ def ingest_source(
             ):  # a placeholder, or the file changed after it was hashed (a growing log)
                 if (previous := already_ingested(con, file_id)) is not None:
                     raise _Skip(previous)
-                for table in ("requests", "rejects", "windows", "counter_samples"):  # fixed names
-                    con.execute(
-                        f"update {table} set file_id = $id where file_id = $old",
-                        {"id": file_id, "old": written_as},
-                    )
+                for statement in _RENAME_FILE_ID:
+                    con.execute(statement, {"id": file_id, "old": written_as})
             write_ledger(con, [_ledger_row(file_id, stats)])
     except _Skip as skip:
         stats.skipped = True

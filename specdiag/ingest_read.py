@@ -129,6 +129,7 @@ class _ZstdFrameEnds:
         self.head = b""  # the bytes of that part read so far
         self.skip = 0  # bytes to pass over first: block content, checksum, a skippable frame
         self.checksum = False  # the frame ends with a 4-byte content checksum
+        self.header_bytes = 0  # the frame header's length after its descriptor byte
 
     @property
     def between_frames(self) -> bool:
@@ -142,7 +143,7 @@ class _ZstdFrameEnds:
                 self.skip -= step
                 pos += step
                 continue
-            need = _ZSTD_PART_BYTES.get(self.part) or self._header_bytes
+            need = _ZSTD_PART_BYTES.get(self.part) or self.header_bytes
             take = min(need - len(self.head), len(data) - pos)
             self.head += bytes(data[pos : pos + take])
             pos += take
@@ -165,10 +166,10 @@ class _ZstdFrameEnds:
             d = head[0]
             fcs, single, did = d >> 6, (d >> 5) & 1, d & 3
             self.checksum = bool((d >> 2) & 1)
-            self._header_bytes = (
+            self.header_bytes = (
                 (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0), 2, 4, 8)[fcs]
             )
-            self.part = "header" if self._header_bytes else "block"
+            self.part = "header" if self.header_bytes else "block"
         elif self.part == "header":
             self.part = "block"
         elif self.part == "block":  # 3 bytes: last block flag, type (raw, RLE, compressed), size
@@ -178,8 +179,6 @@ class _ZstdFrameEnds:
             if last:
                 self.skip += 4 if self.checksum else 0
                 self.part = "magic"
-
-    _header_bytes = 0
 
 
 _ZSTD_PART_BYTES = {"magic": 4, "skippable_size": 4, "descriptor": 1, "block": 3}

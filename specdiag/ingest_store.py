@@ -158,18 +158,23 @@ def begin_file(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create or replace temp table _touched (request_id varchar)")
 
 
+_STORED_IDS = {
+    "requests": "select distinct k.request_id from _keys k semi join requests t using (request_id)",
+    "steps": "select distinct k.request_id from _keys k semi join steps t using (request_id)",
+}
+
+
 def stored_ids(con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``keys`` (one column, request_id) whose id is already in ``table`` (requests or steps).
 
     A hash semi-join: DuckDB builds on the block's few thousand ids and scans the stored id column once.
     """
+    sql = _STORED_IDS.get(table)
+    if sql is None:
+        raise ValueError(f"not a keyed table: {table!r}")
     con.register("_keys", keys.to_arrow())
     try:
-        if table not in ("requests", "steps"):  # an identifier: one of two fixed names
-            raise ValueError(f"not a keyed table: {table!r}")
-        found = con.sql(
-            f"select distinct k.request_id from _keys k semi join {table} t using (request_id)"
-        ).to_arrow_table()
+        found = con.sql(sql).to_arrow_table()
     finally:
         con.unregister("_keys")
     return pl.DataFrame(pl.from_arrow(found)).cast({"request_id": pl.String})

@@ -339,8 +339,18 @@ def test_large_batch_makes_verification_compute_bound(db: Path) -> None:
     assert "tau_too_high" in kinds(found)
 
 
+# high acceptance and a cheap draft at tau 1: a larger tau would be faster
+EAGER: dict[str, Any] = {
+    "deployments": ("eager",),
+    "alpha": 0.9,
+    "tau": 1,
+    "draft_ms": 0.2,
+    "compute_ms": 0.0,
+}
+
+
 def test_high_acceptance_cheap_draft_wants_a_larger_tau(db: Path) -> None:
-    fleet(db, deployments=("eager",), alpha=0.9, tau=1, draft_ms=0.2, compute_ms=0.0)
+    fleet(db, **EAGER)
     found = run_diagnose(db)
     low = [f for f in found if f.kind == "tau_too_low"]
     assert len(low) == 1 and low[0].evidence["recommended_tau"] > 1
@@ -348,16 +358,7 @@ def test_high_acceptance_cheap_draft_wants_a_larger_tau(db: Path) -> None:
 
 
 def test_tau_findings_use_recommend_when_steps_are_stored(db: Path) -> None:
-    fleet(
-        db,
-        deployments=("eager",),
-        alpha=0.9,
-        tau=1,
-        draft_ms=0.2,
-        compute_ms=0.0,
-        requests=1500,
-        with_steps=True,
-    )
+    fleet(db, **EAGER, requests=1500, with_steps=True)
     (low,) = [f for f in run_diagnose(db) if f.kind == "tau_too_low"]
     assert low.evidence["basis"] == "recommend" and low.evidence["ci"][0] > low.evidence["current_speedup"]
 
@@ -365,24 +366,14 @@ def test_tau_findings_use_recommend_when_steps_are_stored(db: Path) -> None:
 @pytest.mark.parametrize("with_steps", [False, True])
 def test_no_tau_finding_from_a_handful_of_requests(db: Path, with_steps: bool) -> None:
     """The fleet that wants a larger tau above, cut to 20 speculative requests: too few to recommend a change."""
-    fleet(
-        db,
-        deployments=("eager",),
-        alpha=0.9,
-        tau=1,
-        draft_ms=0.2,
-        compute_ms=0.0,
-        requests=20,
-        control_share=0.0,
-        with_steps=with_steps,
-    )
+    fleet(db, **EAGER, requests=20, control_share=0.0, with_steps=with_steps)
     assert not [f for f in run_diagnose(db) if f.kind.startswith("tau_")]
 
 
 def test_a_deployment_with_one_timed_request_does_not_stop_diagnose(db: Path) -> None:
     """Its cost fit has one point (the slope's standard error divides by n - 2, which overflowed DuckDB's unsigned
     count and failed diagnose for the whole store); the other deployments' findings still come out."""
-    fleet(db, deployments=("eager",), alpha=0.9, tau=1, draft_ms=0.2, compute_ms=0.0)
+    fleet(db, **EAGER)
     fleet(db, deployments=("tiny",), requests=1, control_share=0.0, with_steps=True, seed=1)
     found = run_diagnose(db)
     assert "tau_too_low" in kinds(found) and all(f.deployment == "eager" for f in found)

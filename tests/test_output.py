@@ -34,18 +34,9 @@ def test_names_from_logs_reach_the_terminal_as_text(run, db) -> None:  # type: i
     markup (diagnose and recommend failed with MarkupError) or passes the escape to the terminal."""
     import duckdb
 
-    from tests.test_diagnose import fleet
+    from tests.test_diagnose import EAGER, fleet
 
-    fleet(
-        db,
-        deployments=(HOSTILE,),
-        alpha=0.9,
-        tau=1,
-        draft_ms=0.2,
-        compute_ms=0.0,
-        requests=300,
-        with_steps=True,
-    )
+    fleet(db, **{**EAGER, "deployments": (HOSTILE,)}, requests=300, with_steps=True)
     con = duckdb.connect(str(db), read_only=True)
     [(request_id,)] = con.execute("select request_id from requests order by request_id limit 1").fetchall()
     con.close()

@@ -369,12 +369,13 @@ def test_replayed_drafts_are_ranked_by_measured_speedup(run, db: Path) -> None:
         "insert into replay_steps select 'run0', 'p1', i, case when i < 99 then 4 else 0 end, 0, 0, 0"
         " from range(100) t(i)"
     )
-    measured = con.execute(
-        "select draft, tau, runs, mean_acceptance_length from ("
-        + find_query("recommend_replay_drafts").sql
-        + ")"
-        " where draft in ('small', 'huge') order by all"
-    ).fetchall()
+    cur = con.execute(find_query("recommend_replay_drafts").sql)
+    names = [d[0] for d in cur.description]
+    measured = sorted(
+        (r["draft"], r["tau"], r["runs"], r["mean_acceptance_length"])
+        for r in (dict(zip(names, row)) for row in cur.fetchall())
+        if r["draft"] in ("small", "huge")
+    )
     assert measured == [
         ("huge", 4, 1, 1 + 380 / 100),
         ("small", 4, 1, 1 + 240 / 99),
