@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from specdiag.costs import CostFit
 from specdiag.diagnose import bottleneck, changepoint, data, fast_but_wrong, regression, tau
@@ -41,6 +42,9 @@ def diagnose(
     if baseline is not None and window is not None and baseline[1] > window[0]:
         raise UsageError("the baseline must end before the window starts")
     segs = data.segments(con)
+    windowed = data.window_segments(con)  # deployments known only from engine metrics
+    if not windowed.is_empty():
+        segs = pl.concat([segs, windowed], how="diagonal_relaxed")
     cfg = data.config(con)
     costs = data.costs(con)
     found: list[Finding] = []

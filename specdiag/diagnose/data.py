@@ -72,6 +72,12 @@ def segments(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return run_query(con, "diagnose_segments")
 
 
+def window_segments(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per (deployment, tau, hour) acceptance sums from engine windows, for deployments without request rows; the
+    shape of ``segments`` (dimension 'deployment', one stratum) plus the windows' ``source``."""
+    return run_query(con, "diagnose_windows")
+
+
 def config(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per (deployment, task, setting, value): first_seen, last_seen, n."""
     return run_query(con, "diagnose_config")

@@ -98,7 +98,15 @@ def flag(
     if not chosen:
         what = f"finding {finding_id}" if finding_id is not None else f"no finding of kind {kind}"
         raise InputError(f"{what} is not in the store", hint="run `specdiag diagnose` first")
+    if finding_id is not None and chosen[0].evidence.get("source"):
+        f = chosen[0]
+        raise InputError(
+            f"finding {finding_id} comes from engine metrics ({f.evidence['source']}): the store holds no requests "
+            f"of {f.deployment} to replay",
+            hint="log requests in the trace format (docs/trace-format.md) to replay them",
+        )
     out: list[dict[str, Any]] = []
     for f in chosen:
-        out += pick(f, _requests(con, f), n)
+        if not f.evidence.get("source"):  # findings from engine metrics have no requests to pick
+            out += pick(f, _requests(con, f), n)
     return out

@@ -216,9 +216,11 @@ def decode_loss(t: SegmentTest) -> tuple[float, float]:
         return 1.0 + float(r["accepted"].sum()) / steps if steps > 0 else float("nan")
 
     mal_b, mal_a = mal(before), mal(after)
+    loss = 1.0 - mal_a / mal_b
+    if after["output_tokens"].null_count() == after.height:  # engine windows that print no throughput
+        return loss, float("nan")
     seconds = max(after["hour"].n_unique(), 1) * 3600.0  # hours with traffic after the split
     tokens_per_s = float(after["output_tokens"].sum()) / seconds
-    loss = 1.0 - mal_a / mal_b
     return loss, tokens_per_s * (mal_b / mal_a - 1.0)
 
 
@@ -228,6 +230,17 @@ def _test_name(t: SegmentTest, searched: bool) -> str:
     if t.before_end is not None:
         return "configuration change (z, Bonferroni over changes and the scan)"
     return "change point (scan-corrected z)"
+
+
+WINDOW_UNIT = "5-minute bucket of engine windows"  # what n_before / n_after count for engine metrics
+
+
+def engine_source(t: SegmentTest) -> str | None:
+    """The engine source (e.g. ``vllm-v1-log/2025-09``) of a series read from engine windows, None for requests."""
+    if "source" not in t.frame.columns:
+        return None
+    sources = t.frame["source"].drop_nulls().unique().to_list()
+    return str(sources[0]) if sources else None
 
 
 def severity(loss: float) -> str:
@@ -244,6 +257,9 @@ def findings(tests: list[SegmentTest], cfg: pl.DataFrame, searched: bool = True)
         loss, lost_tps = decode_loss(t)
         c = t.acceptance
         where = ", ".join(f"{k} {v}" for k, v in seg.fields.items()) or "all traffic"
+        source = engine_source(t)
+        if source is not None:  # a deployment known only from engine metrics: say which, and at which tau
+            where += f", tau {seg.tau}, engine metrics {source}"
         cause = (
             f"; coincides with {changes[0]['setting']} {changes[0]['before']} -> {changes[0]['after']}"
             if changes
@@ -262,10 +278,12 @@ def findings(tests: list[SegmentTest], cfg: pl.DataFrame, searched: bool = True)
             "test": _test_name(t, searched),
             "split": t.split,
             "decode_slowdown": loss,
-            "lost_tokens_per_s": lost_tps,
+            "lost_tokens_per_s": lost_tps if math.isfinite(lost_tps) else None,  # unknown without throughput
             "config_changes": changes,
             **extra,
         }
+        if source is not None:
+            evidence |= {"source": source, "unit": WINDOW_UNIT}
         out.append(
             Finding(
                 "acceptance_regression", seg.deployment, seg.fields, severity(loss), summary, evidence, since
