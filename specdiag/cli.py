@@ -119,3 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,8 +47,7 @@ def analytic(
     """
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha {alpha}: must lie in [0, 1]")
-    if cost_ratio < 0.0 or not np.isfinite(cost_ratio):
-        raise UsageError(f"--cost {cost_ratio}: must be a finite number >= 0")
+    _check_cost(cost_ratio)
     if max_tau < 1:
         raise UsageError(f"--max-tau {max_tau}: must be >= 1")
     if tau is not None and tau < 0:
@@ -65,6 +64,12 @@ def analytic(
         "expected_tokens_per_step": chosen["expected_tokens_per_step"],
         "curve": curve,
     }
+
+
+def _check_cost(cost_ratio: float) -> None:
+    """--cost, in analytic mode and from the store alike: a finite c >= 0."""
+    if not (np.isfinite(cost_ratio) and cost_ratio >= 0.0):
+        raise UsageError(f"--cost {cost_ratio}: must be a finite number >= 0")
 
 
 def _check_by(by: Sequence[str]) -> tuple[str, ...]:
@@ -526,6 +531,8 @@ def _recommendations(
 ) -> list[dict[str, Any]]:
     if max_tau < 1:
         raise UsageError(f"--max-tau {max_tau}: must be >= 1")
+    if cost_ratio is not None:
+        _check_cost(cost_ratio)
     rng = np.random.default_rng(seed)
     deployments, batches = _load_units(con, by, max_tau)
     fitted: dict[str, CostFit] = {}
@@ -568,6 +575,41 @@ def _recommendations(
                     current.get(key, 0), batches.get(dep, []), max_tau,
                 )
             )  # fmt: skip
+    return out + _without_units(con, by, {dep for dep, units in deployments.items() if units.groups}, current)
+
+
+def _without_units(
+    con: duckdb.DuckDBPyConnection,
+    by: tuple[str, ...],
+    known: set[str],
+    current: dict[tuple[Any, ...], int],
+) -> list[dict[str, Any]]:
+    """Skipped rows for the request groups of deployments with no acceptance units at all: speculative requests
+    logged with totals only (no steps, no per-position counts), or tau = 0 control traffic only. Without these
+    rows such a deployment would vanish from the output without a word."""
+    keys = ", ".join(["deployment", *_check_by(by)])  # identifiers: only SEGMENT_COLUMNS
+    sql = f"""
+        select {keys}, count(*) as requests, count(*) filter (where drafted > 0) as speculative
+        from requests group by all order by all
+    """
+    out = []
+    for *key, requests, speculative in con.execute(sql).fetchall():
+        if key[0] in known:
+            continue
+        reason = (
+            "request totals only: no steps or per-position counts to estimate acceptance by position from"
+            if speculative
+            else "no speculative traffic (tau = 0 control only): nothing to estimate acceptance from"
+        )
+        out.append(
+            {
+                "deployment": key[0],
+                "segment": dict(zip(by, key[1:])),
+                "requests": int(requests),
+                "current_tau": current.get(tuple(key), 0),
+                "reason": reason,
+            }
+        )
     return out
 
 

@@ -109,3 +109,15 @@ def test_cli_table_and_bad_values(run) -> None:
         bad = run("recommend", *args)
         assert bad.exit_code == 2, args
         assert text in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_python_dash_m_specdiag_cli_runs_the_cli() -> None:
+    """`python -m specdiag.cli ...` runs the command like `python -m specdiag` (it used to exit 0 doing nothing)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "specdiag.cli", "recommend", "--alpha", "0.8", "--cost", "0.05", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0 and '"recommended_tau": 8' in res.stdout

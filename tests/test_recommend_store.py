@@ -429,3 +429,37 @@ def test_engine_windows_without_counts_are_named_as_the_reason(run, db: Path) ->
     assert "engine windows carry no accepted token counts (SGLang logs print none)" in res.stderr
     res = run("recommend", "--db", db, "--json")
     assert json.loads(res.stdout)["recommendations"] == []
+
+
+@pytest.mark.parametrize("cost", ["nan", "-1", "inf"])
+def test_store_mode_rejects_a_cost_that_is_not_finite_and_non_negative(run, db: Path, cost: str) -> None:
+    """--cost from the store is checked like --cost in analytic mode: no NaN table, no ZeroDivisionError traceback."""
+    con = connect(db)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=30), np.random.default_rng(5))
+    con.close()
+    res = run("recommend", "--db", db, "--cost", cost, "--boot", "0")
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert "must be a finite number >= 0" in res.stderr and "Traceback" not in res.stderr
+    assert "nan" not in res.stdout
+
+
+def test_deployments_without_acceptance_units_are_skipped_with_a_reason(db: Path) -> None:
+    """A deployment logged with request totals only, or with tau = 0 control traffic only, is listed under skipped
+    instead of vanishing from the report."""
+    con = connect(db)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=30), np.random.default_rng(6))
+    con.execute(
+        """
+        insert into requests (request_id, source, ts, deployment, target_model, draft_model, tau,
+                              verify_steps, drafted, accepted, draft_ms, verify_ms)
+        select 'tot-' || i, 'trace', timestamp '2026-01-01', 'totals-only', 'target-l', 'draft-s', 4,
+               10, 40, 25, 40.0, 200.0
+        from range(20) as t(i)
+        """
+    )
+    report = recommend_report(con, n_boot=0)
+    con.close()
+    assert [r["deployment"] for r in report["recommendations"]] == ["chat"]
+    (skipped,) = report["skipped"]
+    assert skipped["deployment"] == "totals-only" and skipped["requests"] == 20
+    assert skipped["current_tau"] == 4 and "totals only" in skipped["reason"]
