@@ -1,5 +1,6 @@
-# Two entry points: `make demo` (the main job) and `make test`. Both create .venv on first use, installing the
-# CPU build of torch first so that the project's torch requirement does not pull a multi-GB CUDA build.
+# Two entry points: `make demo` (the main job) and `make test`. Both create .venv on first use, installing torch
+# first (TORCH: pass the CPU build where pip's index serves CUDA) so that the project's torch requirement does not
+# pull a multi-GB CUDA build.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0

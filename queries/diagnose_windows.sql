@@ -9,8 +9,8 @@
 -- grain: one row per (deployment, tau, hour)
 -- params: none
 -- columns: deployment, tau, dimension, value, hour, source, n (5-minute buckets), accepted, drafted, aa, ad, dd
---   (acceptance sums: a = accepted, d = drafted per bucket), verify_steps, output_tokens (generation throughput x
---   seconds covered, where both are known)
+--   (acceptance sums: a = accepted, d = drafted per bucket), verify_steps (drafted / tau where not known),
+--   output_tokens (generation throughput x seconds covered, where both are known)
 with req as (
     select * from request_facts
 ),
@@ -20,25 +20,30 @@ traced as (
     select distinct deployment from req where tau > 0 and drafted > 0
 ),
 
-counted as (
-    -- windows with both counts, speculation on and a known tau; seconds covered: start to end where printed, else
-    -- the time since the same process's previous window (vLLM logs print only the end), when under 10 minutes
+gaps as (
+    -- windows with both counts, speculation on and a known tau; not the first window of a counter series
+    -- (from_samples without start_ts: everything counted since the process started, days of traffic in one bucket)
     select
         *,
-        coalesce(
-            epoch(end_ts - start_ts),
-            nullif(
-                least(
-                    epoch(end_ts - lag(end_ts) over (partition by source, deployment, instance, engine order by end_ts)),
-                    600
-                ),
-                600
-            )
-        ) as seconds
+        epoch(end_ts - lag(end_ts) over (partition by source, deployment, instance, engine order by end_ts)) as gap
     from windows
     where
         drafted > 0 and accepted is not null and tau > 0
+        and not (from_samples and start_ts is null)
         and deployment not in (select t.deployment from traced as t)
+),
+
+counted as (
+    -- seconds covered: start to end where printed; else (vLLM logs print only the end, and print no window for an
+    -- interval without drafts) the process's logging interval (its most common gap), or the gap when shorter
+    select
+        * exclude (verify_steps, gap),
+        coalesce(verify_steps, drafted / tau) as verify_steps,  -- each verify step drafts tau tokens
+        coalesce(
+            epoch(end_ts - start_ts),
+            least(gap, mode(gap) over (partition by source, deployment, instance, engine))
+        ) as seconds
+    from gaps
 ),
 
 chosen as (

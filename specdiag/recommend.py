@@ -610,6 +610,20 @@ def _without_units(
                 "reason": reason,
             }
         )
+    if not by:  # engine windows carry no segment columns; they are read only without --by
+        seen = known | {row["deployment"] for row in out}
+        for (dep,) in con.execute("select distinct deployment from windows order by 1").fetchall():
+            if dep not in seen:
+                out.append(
+                    {
+                        "deployment": dep,
+                        "segment": {},
+                        "requests": 0,
+                        "current_tau": current.get((dep,), 0),
+                        "reason": "engine windows without accepted token counts (SGLang logs print none): "
+                        "nothing to estimate acceptance by position from",
+                    }
+                )
     return out
 
 

@@ -426,7 +426,7 @@ def test_engine_windows_without_counts_are_named_as_the_reason(run, db: Path) ->
     assert run("ingest", log, "--db", db).exit_code == 0
     res = run("recommend", "--db", db)
     assert res.exit_code == 0 and res.stdout == ""
-    assert "engine windows carry no accepted token counts (SGLang logs print none)" in res.stderr
+    assert "engine windows without accepted token counts (SGLang logs print none)" in res.stderr
     res = run("recommend", "--db", db, "--json")
     assert json.loads(res.stdout)["recommendations"] == []
 
@@ -463,3 +463,16 @@ def test_deployments_without_acceptance_units_are_skipped_with_a_reason(db: Path
     (skipped,) = report["skipped"]
     assert skipped["deployment"] == "totals-only" and skipped["requests"] == 20
     assert skipped["current_tau"] == 4 and "totals only" in skipped["reason"]
+
+
+def test_engine_windows_without_counts_are_skipped_beside_other_deployments(run, db: Path) -> None:
+    """In a store with other deployments, a deployment known only from SGLang windows is listed under skipped."""
+    con = connect(db)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=30), np.random.default_rng(7))
+    con.close()
+    log = Path(__file__).parent / "fixtures" / "engines" / "sglang.log"
+    assert run("ingest", log, "--db", db, "--deployment", "sgl").exit_code == 0
+    report = json.loads(run("recommend", "--db", db, "--json", "--boot", "0").stdout)
+    assert [r["deployment"] for r in report["recommendations"]] == ["chat"]
+    (skipped,) = report["skipped"]
+    assert skipped["deployment"] == "sgl" and "SGLang logs print none" in skipped["reason"]
