@@ -96,6 +96,7 @@ class Clock:
     ctx: ParseContext
     year: int | None = None
     last_month: int | None = None
+    last_utc: datetime | None = None  # the previous time read: settles the repeated hour when clocks go back
 
     def __post_init__(self) -> None:
         self.zone = None
@@ -109,9 +110,18 @@ class Clock:
         if self.zone is None:
             return local
         try:
-            return local.replace(tzinfo=self.zone).astimezone(UTC).replace(tzinfo=None)
+            first, second = (
+                local.replace(tzinfo=self.zone, fold=fold).astimezone(UTC).replace(tzinfo=None)
+                for fold in (0, 1)
+            )
         except OverflowError as exc:  # 9999-12-31 west of UTC, 0001-01-01 east of it
             raise ValueError(f"{local} in {self.ctx.tz} is outside the years 1-9999 in UTC") from exc
+        utc = first
+        if first < second and self.last_utc is not None:  # first > second: a time the clocks skipped
+            # the hour repeated when the clocks went back: take the occurrence nearer the previous line's
+            utc = min((first, second), key=lambda t: abs(t - self.last_utc))  # type: ignore[operator]
+        self.last_utc = utc
+        return utc
 
     def without_year(self, month: int, day: int, hms: str, frac: str | None, notes: list[str]) -> datetime:
         """vLLM prints `MM-DD HH:MM:SS`: the year comes from ctx.year, else the file's mtime, else today.
@@ -124,6 +134,8 @@ class Clock:
                 self.year = self.ctx.year
             else:
                 anchor = self.ctx.mtime or datetime.now(UTC).replace(tzinfo=None)
+                if self.zone is not None:  # the mtime is UTC, the printed dates are local
+                    anchor = anchor.replace(tzinfo=UTC).astimezone(self.zone).replace(tzinfo=None)
                 self.year = anchor.year
                 if (month, day) > (anchor.month, anchor.day):
                     self.year -= 1

@@ -222,6 +222,15 @@ def _v1_window(
         total = sum(r for r in rates if r is not None)
         bonus_excluded = abs(printed_mal - total) < abs(printed_mal - 1.0 - total)  # type: ignore[operator]
         version = "2025-04-24" if bonus_excluded else version
+    if has_mal and rates and all(r is not None for r in rates):
+        # MAL = 1 + sum(rates) (2025-04-24: sum(rates)) up to the printed rounding: 2 decimals for the MAL, 3 for
+        # each rate. A line cut inside its rates (a truncated write) breaks it and would store a wrong tau.
+        gap = printed_mal - (0.0 if bonus_excluded else 1.0) - sum(r for r in rates if r is not None)  # type: ignore[operator]
+        if abs(gap) > 0.005 + 0.0005 * len(rates) + 1e-9:
+            raise UnparsableError(
+                f"per-position acceptance rates {rates} do not add up to the mean acceptance length {printed_mal}"
+                " (a truncated line?)"
+            )
     if printed_mal is not None and printed_mal < (0.0 if bonus_excluded else 1.0):
         raise UnparsableError(f"mean acceptance length {printed_mal} < 1 (it counts the bonus token)")
     extra.update({name: value for name, value in values.items()})  # fields this parser does not know
