@@ -517,8 +517,21 @@ def recommend_from_store(
     steps; ``cost_ratio`` overrides both with free verification and c = cost_ratio. Deployments with neither are
     left out here (``recommend_report`` lists them under ``skipped``): every row has every key of the JSON output.
     """
+    return recommend_with_skipped(con, by, max_tau, n_boot, seed, cost_ratio)[0]
+
+
+def recommend_with_skipped(
+    con: duckdb.DuckDBPyConnection,
+    by: Sequence[str] = (),
+    max_tau: int = MAX_TAU,
+    n_boot: int = 200,
+    seed: int = 0,
+    cost_ratio: float | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(recommendations, skipped): as recommend_from_store, plus the groups left out and why (the ``skipped`` of
+    ``specdiag recommend --json``)."""
     recs = _recommendations(con, _check_by(by), max_tau, n_boot, seed, cost_ratio)
-    return [_public(r) for r in recs if "_units" in r]
+    return [_public(r) for r in recs if "_units" in r], [r for r in recs if "_units" not in r]
 
 
 def _recommendations(

@@ -38,7 +38,7 @@ def build(
     stages = data.stage_time_by_batch(con)
     quality = data.quality_over_time(con, bucket_s)
     step("recommending tau (bootstrap)")
-    recs = recommendations(con)
+    recs, skipped = recommendations(con)
     step("building charts")
     markers = data.timeline_markers(found)
     curves = [dict(point, label=r["label"]) for r in recs for point in r["curve"]]
@@ -59,6 +59,7 @@ def build(
         "summary": data.ingest_summary(con),
         "findings": found,
         "recommendations": recs,
+        "skipped_recommendations": skipped,
         "rejects": data.rejects_by_reason(con),
         "replays": data.replayed(con),
         "missing_charts": [title for title, chart in built.values() if chart is None],

@@ -3,6 +3,7 @@ None when there is nothing to draw. Data are inlined in the spec (the report mak
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from typing import Any
 
@@ -19,13 +20,22 @@ def _values(data: list[Row]) -> alt.Data:
     """Inline rows; timestamps become ISO 8601 with an explicit Z so every browser reads them as UTC."""
 
     def cell(v: Any) -> Any:
+        if isinstance(v, float) and math.isfinite(v):
+            # 12 significant digits: DuckDB's parallel float sums vary in the last bits from run to run, and the
+            # same store must give the same chart data (tooltips show 3 decimals)
+            return float(f"{v:.12g}")
         if isinstance(v, datetime):
             return v.isoformat() + ("Z" if v.tzinfo is None else "")
         if isinstance(v, date):
             return v.isoformat()
         return v
 
-    return alt.Data(values=[{k: cell(v) for k, v in r.items() if k != "tokens"} for r in data])
+    # replay rows carry their token list under "tokens"; the stage rows' "tokens" is a count the tooltip shows
+    return alt.Data(
+        values=[
+            {k: cell(v) for k, v in r.items() if not (k == "tokens" and isinstance(v, list))} for r in data
+        ]
+    )
 
 
 def acceptance_over_time(acceptance: list[Row], markers: list[Row]) -> alt.TopLevelMixin | None:

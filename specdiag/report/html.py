@@ -9,9 +9,10 @@ nonce additionally refuses any script the report did not write itself, and any n
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
-import secrets
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -123,10 +124,22 @@ def render(context: dict[str, Any], charts: list[dict[str, Any]], vl_version: st
     embedded = [
         {"id": c["id"], "title": c["title"], "spec_json": Markup(script_json(c["spec"]))} for c in charts
     ]
-    return env.get_template(TEMPLATE).render(
-        **context,
-        charts=embedded,
-        css=Markup(css),
-        vega_bundle=Markup(vega_bundle(vl_version)),
-        nonce=secrets.token_urlsafe(16),
-    )
+    template = env.get_template(TEMPLATE)
+
+    def page(nonce: str, generated_at: str) -> str:
+        return template.render(
+            **dict(context, generated_at=generated_at),
+            charts=embedded,
+            css=Markup(css),
+            vega_bundle=Markup(vega_bundle(vl_version)),
+            nonce=nonce,
+        )
+
+    return page(_nonce(page("", "")), context["generated_at"])
+
+
+def _nonce(page: str) -> str:
+    """The CSP nonce: a digest of the page (without nonce and generation time), so that the same store gives the
+    same bytes. Text from the store cannot carry it: it would have to contain its own hash."""
+    digest = hashlib.sha256(page.encode("utf-8")).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

@@ -59,9 +59,10 @@ def normalise(rec: Row) -> Row:
     return out
 
 
-def recommendations(con: duckdb.DuckDBPyConnection) -> list[Row]:
-    """One normalised row per deployment (recommend's default grouping); [] when the store has no speculative
-    traffic to estimate from."""
-    from specdiag.recommend import recommend_from_store
+def recommendations(con: duckdb.DuckDBPyConnection) -> tuple[list[Row], list[Row]]:
+    """(one normalised row per deployment (recommend's default grouping), the deployments recommend skipped, each
+    with its label and reason, as ``specdiag recommend --json`` lists them under ``skipped``)."""
+    from specdiag.recommend import recommend_with_skipped
 
-    return [normalise(r) for r in recommend_from_store(con, n_boot=N_BOOT, seed=0)]
+    recs, skipped = recommend_with_skipped(con, n_boot=N_BOOT, seed=0)
+    return [normalise(r) for r in recs], [dict(s, label=label(s)) for s in skipped]
