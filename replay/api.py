@@ -48,7 +48,7 @@ def settings_for(
 ) -> dict[str, Any]:
     """Options given explicitly win; otherwise the record's production settings; otherwise greedy with tau 4.
     The rule defaults to strict for greedy and rejection (lossless) for temperature > 0."""
-    chosen_tau = tau if tau is not None else record.get("tau", 4)
+    chosen_tau = tau if tau is not None else (record["tau"] if record.get("tau") is not None else 4)
     chosen_t = temperature if temperature is not None else float(record.get("temperature") or 0.0)
     chosen_p = top_p if top_p is not None else float(record.get("top_p") or 1.0)
     rule = acceptance or ("strict" if chosen_t == 0 else "rejection")

@@ -59,6 +59,11 @@ def validate_record(obj: Any) -> dict[str, Any]:
         raise ValueError("give exactly one of prompt (text) and prompt_ids (token ids)")
     if has_text and (not isinstance(obj["prompt"], str) or not obj["prompt"]):
         raise ValueError("prompt must be a non-empty string")
+    if has_text:
+        try:
+            obj["prompt"].encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800") is not text a tokenizer takes
+            raise ValueError(f"prompt is not valid Unicode: {exc.reason} at character {exc.start}") from exc
     if has_ids:
         ids = obj["prompt_ids"]
         if (

@@ -39,7 +39,9 @@ def distribution(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
         return probs
     sorted_p, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the strictly more probable tokens
-    sorted_p = torch.where(mass_before < sampling.top_p, sorted_p, torch.zeros_like(sorted_p))
+    # the first token always kept: a top_p below float32's smallest number would otherwise keep none
+    first = torch.arange(sorted_p.shape[-1], device=sorted_p.device) == 0
+    sorted_p = torch.where((mass_before < sampling.top_p) | first, sorted_p, torch.zeros_like(sorted_p))
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return kept / kept.sum(-1, keepdim=True)
 

@@ -372,7 +372,10 @@ def _rejected_tokens(
             con,
             "select 'replay:' || t.run_id as source, t.step, t.position, t.token_id, t.token_text, t.q, t.p"
             " from replay_tokens as t inner join replay_runs as r on r.run_id = t.run_id and r.prompt_id = t.prompt_id"
-            " where r.request_id = ? and not t.accepted order by t.run_id, t.step, t.position limit ?",
+            " where r.request_id = ? and not t.accepted"
+            # only the first rejection of a step was verified and rejected; the drafts after it were discarded
+            " qualify row_number() over (partition by t.run_id, t.prompt_id, t.step order by t.position) = 1"
+            " order by t.run_id, t.step, t.position limit ?",
             [request_id, MAX_REJECTED],
         )
     return out[:MAX_REJECTED]

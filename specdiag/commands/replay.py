@@ -45,7 +45,10 @@ def _finite(value: float | None) -> float | None:
     help="0 = greedy [default: record's, else 0].",
 )
 @click.option(
-    "--top-p", type=click.FloatRange(0, 1, min_open=True), help="Nucleus mass [default: record's, else 1]."
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="Nucleus mass [default: record's, else 1].",
 )
 @click.option(
     "--acceptance",

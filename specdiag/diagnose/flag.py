@@ -22,6 +22,8 @@ WORST_BY: dict[str, tuple[str, bool]] = {
     "tau_too_high": ("acceptance_rate", True),
     "tau_too_low": ("acceptance_rate", False),
 }
+# When the kind's measure was not logged: fast_but_wrong is also found from shadow matches (a mismatch is bad).
+FALLBACK_BY: dict[str, tuple[str, bool]] = {"fast_but_wrong": ("shadow_match", True)}
 
 
 def _requests(con: duckdb.DuckDBPyConnection, f: Finding) -> pl.DataFrame:
@@ -61,6 +63,9 @@ def pick(f: Finding, rows: pl.DataFrame, n: int) -> list[dict[str, Any]]:
     measure, low_is_bad = WORST_BY[f.kind]
     if rows.get_column("prompt").is_not_null().any():
         rows = rows.filter(pl.col("prompt").is_not_null())  # replay needs the text
+    if f.kind in FALLBACK_BY and not rows.get_column(measure).is_not_null().any():
+        measure, low_is_bad = FALLBACK_BY[f.kind]
+        rows = rows.with_columns(pl.col(measure).cast(pl.Float64))
     rows = rows.filter(pl.col(measure).is_not_null() & pl.col(measure).is_finite())
     if rows.is_empty() or n <= 0:
         return []
@@ -97,7 +102,8 @@ def flag(
     chosen = [f for f in saved if f.finding_id == finding_id or (kind is not None and f.kind == kind)]
     if not chosen:
         what = f"finding {finding_id}" if finding_id is not None else f"no finding of kind {kind}"
-        raise InputError(f"{what} is not in the store", hint="run `specdiag diagnose` first")
+        verb = "is not" if finding_id is not None else "is"
+        raise InputError(f"{what} {verb} in the store", hint="run `specdiag diagnose` first")
     if finding_id is not None and chosen[0].evidence.get("source"):
         f = chosen[0]
         raise InputError(

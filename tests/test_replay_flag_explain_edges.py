@@ -1,0 +1,85 @@
+"""The on-call path after diagnose (flag -> replay -> explain) on inputs the happy path does not exercise: prompt
+records with null or odd fields, degenerate top-p, shadow-match-only fast_but_wrong findings, and the rejected tokens
+explain reads from a replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from replay.api import settings_for
+from replay.prompts import read_prompts
+from replay.sampling import Sampling, distribution
+from specdiag.diagnose.flag import pick
+from specdiag.errors import InputError
+from specdiag.explain import explain_request
+from specdiag.findings import Finding
+from tests.test_explain import T0, build
+
+
+def test_a_null_tau_in_a_record_means_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt_id": "a", "prompt": "hi", "tau": None}) + "\n")
+    (record,) = read_prompts(path)  # null is accepted as absent ...
+    assert (
+        settings_for(record, None, None, None, None)["tau"] == 4
+    )  # ... so it must mean the default, not crash
+
+
+def test_a_prompt_with_a_lone_surrogate_is_a_one_line_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt_id": "a", "prompt": "x\\ud800y"}\n')  # valid JSON, not encodable text
+    with pytest.raises(InputError, match="p.jsonl:1: prompt is not valid Unicode"):
+        read_prompts(path)
+
+
+@pytest.mark.parametrize("top_p", [1e-300, 1e-50])
+def test_a_tiny_top_p_keeps_the_most_probable_token(top_p: float) -> None:
+    probs = distribution(torch.tensor([0.0, 2.0, 1.0]), Sampling(1.0, top_p))
+    assert torch.equal(probs, torch.tensor([0.0, 1.0, 0.0]))  # not NaN (multinomial then raises)
+
+
+def test_replay_refuses_a_nan_top_p(run) -> None:
+    result = run("replay", "--prompts", "unused.jsonl", "--top-p", "nan")
+    assert result.exit_code == 2 and "not a finite number" in result.stderr
+
+
+def test_flag_picks_fast_but_wrong_requests_by_shadow_match_when_quality_is_not_logged() -> None:
+    finding = Finding("fast_but_wrong", "dep", {}, "high", "s", finding_id=1)
+    rows = pl.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(6)],
+            "prompt": ["p"] * 6,
+            "deployment": ["dep"] * 6,
+            "tau": [4] * 6,
+            "temperature": [0.0] * 6,
+            "top_p": [1.0] * 6,
+            "target_model": ["t"] * 6,
+            "draft_model": ["d"] * 6,
+            "quality": pl.Series([None] * 6, dtype=pl.Float64),
+            "shadow_match": [True, False, True, True, False, True],
+        }
+    )
+    records = pick(finding, rows, 4)
+    assert len(records) == 4
+    assert {r["request_id"] for r in records if r["why"].startswith("worst")} == {"r1", "r4"}
+
+
+def test_explain_lists_only_the_rejected_draft_of_each_replayed_step(db: Path) -> None:
+    con = build(db, alpha=0.6, tau=3)
+    con.execute(
+        "insert into replay_runs (run_id, prompt_id, request_id, created_at) values ('run1', 'p1', 'x', ?)",
+        [T0],
+    )
+    # step 0: 3 drafts, the first kept, the second rejected, the third discarded unverified
+    con.execute(
+        "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted) values"
+        " ('run1', 'p1', 0, 0, 7, 'a', 0.5, 0.6, true), ('run1', 'p1', 0, 1, 8, 'b', 0.7, 0.1, false),"
+        " ('run1', 'p1', 0, 2, 9, 'c', 0.9, 0.9, false)"
+    )
+    e = explain_request(con, "x")
+    assert [(r["step"], r["position"], r["token_id"]) for r in e["rejected_tokens"]] == [(0, 1, 8)]
