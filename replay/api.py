@@ -47,11 +47,15 @@ def settings_for(
     acceptance: str | None,
 ) -> dict[str, Any]:
     """Options given explicitly win; otherwise the record's production settings; otherwise greedy with tau 4.
-    The rule defaults to strict for greedy and rejection (lossless) for temperature > 0."""
+    The rule defaults to strict for greedy and rejection (lossless) for temperature > 0; a record whose production
+    rule was ``typical`` (the lossy rule flag reports as fast_but_wrong) is replayed with it."""
     chosen_tau = tau if tau is not None else (record["tau"] if record.get("tau") is not None else 4)
     chosen_t = temperature if temperature is not None else float(record.get("temperature") or 0.0)
     chosen_p = top_p if top_p is not None else float(record.get("top_p") or 1.0)
-    rule = acceptance or ("strict" if chosen_t == 0 else "rejection")
+    production = str(record.get("acceptance") or "").lower()
+    rule = acceptance or (
+        "typical" if production == "typical" else "strict" if chosen_t == 0 else "rejection"
+    )
     if rule == "strict" and chosen_t > 0:
         raise UsageError(
             f"prompt {record['prompt_id']}: strict acceptance is greedy but temperature is {chosen_t}",

@@ -76,6 +76,8 @@ def validate_record(obj: Any) -> dict[str, Any]:
         not isinstance(obj["tau"], int) or isinstance(obj["tau"], bool) or obj["tau"] < 0
     ):
         raise ValueError("tau must be an integer >= 0")
+    if obj.get("acceptance") is not None and not isinstance(obj["acceptance"], str):
+        raise ValueError("acceptance must be a string (the production rule, e.g. typical)")
     for key, low, high in (("temperature", 0.0, math.inf), ("top_p", 0.0, 1.0)):
         value = obj.get(key)
         if value is None:

@@ -375,7 +375,7 @@ def _rejected_tokens(
             " where r.request_id = ? and not t.accepted"
             # only the first rejection of a step was verified and rejected; the drafts after it were discarded
             " qualify row_number() over (partition by t.run_id, t.prompt_id, t.step order by t.position) = 1"
-            " order by t.run_id, t.step, t.position limit ?",
+            " order by r.created_at, t.run_id, t.step, t.position limit ?",
             [request_id, MAX_REJECTED],
         )
     return out[:MAX_REJECTED]

@@ -72,8 +72,13 @@ def emit_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-# Control characters shown escaped: text from logs (names, prompts) must not move the cursor or recolour the terminal.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {9: "\\t", 10: "\\n", 13: "\\r"}
+# Control characters shown escaped: text from logs (names, prompts) must not move the cursor or recolour the terminal,
+# nor reorder what follows it (the bidirectional controls: "\u202e" shows the rest of a line right to left).
+_CONTROL = (
+    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+    | {c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+    | {9: "\\t", 10: "\\n", 13: "\\r"}
+)
 
 
 def plain(value: object) -> Text:

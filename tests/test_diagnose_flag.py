@@ -22,6 +22,7 @@ RECORD_KEYS = {
     "top_p",
     "finding_id",
     "why",
+    "acceptance",  # the production rule, which replay reproduces when it is typical
 }
 
 

@@ -52,3 +52,10 @@ def test_names_from_logs_reach_the_terminal_as_text(run, db) -> None:  # type: i
         assert got.exit_code == 0, (argv, got.stderr)
         assert "\x1b" not in got.stdout + got.stderr, argv
         assert "chat[/]\\x1b[31m\\tprod" in got.stdout.replace("\n", "") or argv[0] == "recommend", argv
+
+
+def test_bidirectional_controls_are_escaped() -> None:
+    """U+202E would show the rest of a line right to left: a request id could then read as another."""
+    from specdiag.output import plain
+
+    assert str(plain("req\u202egnp.exe\u2066x")) == "req\\u202egnp.exe\\u2066x"

@@ -83,3 +83,47 @@ def test_explain_lists_only_the_rejected_draft_of_each_replayed_step(db: Path) -
     )
     e = explain_request(con, "x")
     assert [(r["step"], r["position"], r["token_id"]) for r in e["rejected_tokens"]] == [(0, 1, 8)]
+
+
+def test_a_typical_production_rule_is_replayed_with_it(tmp_path: Path) -> None:
+    """A fast_but_wrong finding's lossy `typical` rule reaches replay through flag's record: replaying it strictly
+    would report a match and hide the incident. Other rule names keep the lossless default."""
+    path = tmp_path / "p.jsonl"
+    lines = [
+        {"prompt_id": "a", "prompt": "hi", "temperature": 0.7, "acceptance": "typical"},
+        {"prompt_id": "b", "prompt": "hi", "temperature": 0.7, "acceptance": "rejection_sampling"},
+        {"prompt_id": "c", "prompt": "hi", "acceptance": "Typical"},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rules = [settings_for(r, None, None, None, None)["acceptance"] for r in read_prompts(path)]
+    assert rules == ["typical", "rejection", "typical"]
+    # an explicit option still wins
+    assert settings_for(read_prompts(path)[0], None, None, None, "rejection")["acceptance"] == "rejection"
+    path.write_text(json.dumps({"prompt_id": "a", "prompt": "hi", "acceptance": 3}) + "\n")
+    with pytest.raises(InputError, match="acceptance must be a string"):
+        read_prompts(path)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--typical-epsilon", "nan"), ("--typical-delta", "-0.1")])
+def test_replay_refuses_typical_settings_out_of_range(run, option: str, value: str) -> None:
+    result = run("replay", "--prompts", "unused.jsonl", option, value)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_explain_lists_replays_oldest_first(db: Path) -> None:
+    """Run ids are random: replays of a request are listed in the order they ran, not by id."""
+    from datetime import timedelta
+
+    con = build(db, alpha=0.6, tau=3)
+    for run_id, minutes in (("zzz-first", 0), ("aaa-second", 5)):
+        con.execute(
+            "insert into replay_runs (run_id, prompt_id, request_id, created_at) values (?, 'p1', 'x', ?)",
+            [run_id, T0 + timedelta(minutes=minutes)],
+        )
+        con.execute(
+            "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted)"
+            " values (?, 'p1', 0, 0, 7, 'a', 0.5, 0.1, false)",
+            [run_id],
+        )
+    sources = [r["source"] for r in explain_request(con, "x")["rejected_tokens"]]
+    assert sources == ["replay:zzz-first", "replay:aaa-second"]

@@ -56,10 +56,20 @@ def _finite(value: float | None) -> float | None:
     help="Acceptance rule [default: strict when greedy, else rejection].",
 )
 @click.option(
-    "--typical-epsilon", type=float, default=0.09, show_default=True, help="typical: posterior threshold."
+    "--typical-epsilon",
+    type=click.FloatRange(0, None),
+    default=0.09,
+    show_default=True,
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="typical: posterior threshold.",
 )
 @click.option(
-    "--typical-delta", type=float, default=0.3, show_default=True, help="typical: entropy scale (alpha)."
+    "--typical-delta",
+    type=click.FloatRange(0, None),
+    default=0.3,
+    show_default=True,
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="typical: entropy scale (alpha).",
 )
 @click.option(
     "--max-new-tokens",

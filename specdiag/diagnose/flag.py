@@ -55,6 +55,7 @@ def _record(row: dict[str, Any], f: Finding, why: str) -> dict[str, Any]:
         "why": why,
         "target_model": row["target_model"],
         "draft_model": row["draft_model"],
+        "acceptance": row.get("acceptance"),  # the production rule: replay emulates a typical one
     }
 
 
