@@ -42,8 +42,12 @@ final as (
         coalesce(sum(verify_steps), 0)::bigint as verify_steps,
         coalesce(sum(drafted), 0)::bigint as drafted,
         coalesce(sum(accepted), 0)::bigint as accepted,
-        sum(accepted) / nullif(sum(drafted), 0) as acceptance_rate,
-        1 + sum(accepted) / nullif(sum(verify_steps), 0) as mean_acceptance_length
+        -- each ratio over the records that have both of its counts (an engine per-request record may lack one;
+        -- docs/glossary.md), as specdiag summary computes it
+        sum(accepted) filter (where drafted is not null)
+        / nullif(sum(drafted) filter (where accepted is not null), 0) as acceptance_rate,
+        1 + sum(accepted) filter (where verify_steps is not null)
+        / nullif(sum(verify_steps) filter (where accepted is not null), 0) as mean_acceptance_length
     from request_totals
     group by deployment, task
     order by deployment, task nulls first

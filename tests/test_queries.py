@@ -418,3 +418,23 @@ def test_any_parameter_value_is_data_never_sql(store: Path, value: str) -> None:
     rows = _rows(store, "acceptance_by_segment", deployment=value)
     assert all(r["deployment"] == value for r in rows)
     assert bool(rows) == (value in ("chat", UNICODE_DEPLOYMENT))
+
+
+def test_request_ratios_use_only_records_with_both_counts(tmp_path: Path) -> None:
+    """An engine per-request record may lack a count (an SGLang log with spec_verify_ct but no accepted): acceptance
+    rate and MAL use the records that have both counts of each ratio (docs/glossary.md), as specdiag summary does."""
+    con = connect(tmp_path / "partial.duckdb")
+    insert = (
+        "insert into requests (request_id, source, ts, deployment, tau, verify_steps, drafted, accepted)"
+        " values (?, 'sglang-request', ?, 'd', 4, ?, ?, ?)"
+    )
+    con.execute(insert, ["full", H, 10, 40, 20])
+    con.execute(insert, ["no-accepted", H, 30, None, None])  # spec_verify_ct and a MAL only
+    con.execute(insert, ["no-drafted", H, 10, None, 30])
+    con.close()
+    path = tmp_path / "partial.duckdb"
+    for name in ("acceptance_by_segment", "acceptance_over_time"):
+        (row,) = _rows(path, name)
+        assert (row["verify_steps"], row["drafted"], row["accepted"]) == (50, 40, 50), name  # columns sum all
+        assert row["acceptance_rate"] == pytest.approx(20 / 40), name
+        assert row["mean_acceptance_length"] == pytest.approx(1 + (20 + 30) / (10 + 10)), name
