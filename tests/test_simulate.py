@@ -223,9 +223,70 @@ BASE = {
         ({"deployments": [{**BASE["deployments"][0], "tau": 40}]}, "tau must be"),
         ({"deployments": [{**BASE["deployments"][0], "tasks": {"poetry": 1.0}}]}, "tasks must be"),
         ({"fleet": {"control_share": 2.0}}, "control_share"),
+        ({"deployments": [{**BASE["deployments"][0], "tau": "4"}]}, "tau must be an integer"),
+        ({"deployments": [{**BASE["deployments"][0], "tau": 4.5}]}, "tau must be an integer"),
+        (
+            {"incidents": [{"kind": "tau_misconfig", "deployment": "d", "start": 1.0, "tau": "abc"}]},
+            "tau must be",
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "lossy_acceptance", "deployment": "d", "start": 1.0, "quality_drop": 0.9}
+                ]
+            },
+            None,
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "lossy_acceptance", "deployment": "d", "start": 1.0, "quality_drop": 1.5}
+                ]
+            },
+            "qual",
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "lossy_acceptance", "deployment": "d", "start": 1.0, "shadow_match_rate": 1.5}
+                ]
+            },
+            "shadow_match_rate must be in",
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "draft_rollout", "deployment": "d", "start": 1.0, "acceptance_drop": -0.5}
+                ]
+            },
+            "drop",
+        ),
+        (
+            {"incidents": [{"kind": "batch_surge", "deployment": "d", "start": 1.0, "batch_scale": 0.0}]},
+            "batch_scale",
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "small_verifier", "deployment": "d", "start": 1.0, "verify_scale": -1.0}
+                ]
+            },
+            "verify",
+        ),
+        (
+            {
+                "incidents": [
+                    {"kind": "temperature_change", "deployment": "d", "start": 1.0, "temperature": -3.0}
+                ]
+            },
+            "temperature must be >= 0",
+        ),
     ],
 )
-def test_config_errors_name_the_entry(change: dict, words: str) -> None:
+def test_config_errors_name_the_entry(change: dict, words: str | None) -> None:
+    if words is None:  # in range: accepted
+        fleet_from_dict({**BASE, **change}, "my.toml")
+        return
     with pytest.raises(InputError, match=words):
         fleet_from_dict({**BASE, **change}, "my.toml")
 

@@ -283,3 +283,43 @@ def test_small_verifier_swaps_the_target_and_cheapens_verification(tmp_path: Pat
     for mask, expected in ((~late_mask, 1.0), (late_mask, 0.35)):
         r = ratio[mask]
         assert abs(r.mean() - expected) <= Z * r.std() / np.sqrt(len(r)) + 1e-3
+
+
+def test_a_temperature_change_leaves_one_segment_per_task_and_temperature(tmp_path: Path) -> None:
+    """temperature_change maps both configured temperatures onto one: the truth lists that segment once, with the
+    share its requests have (it listed it twice, each with half the share)."""
+    cfg = {
+        **FLEET,
+        "incidents": [{"kind": "temperature_change", "deployment": "d", "task": "chat", "start": 0.5}],
+    }
+    out = tmp_path / "temp.jsonl"
+    truth = simulate(out, config=fleet_from_dict(cfg), requests=4000, seed=3)
+    requests, _ = _read(out)
+    late = truth["deployments"][0]["periods"][1]
+    keys = [(s["task"], s["temperature"]) for s in late["segments"]]
+    assert sorted(keys) == [("chat", 1.0), ("code", 0.0), ("code", 0.8)]
+    start = datetime.fromisoformat(late["start"].replace("Z", "+00:00"))
+    r = requests.filter((pl.col("ts") >= start) & (pl.col("tau") > 0))
+    for seg in late["segments"]:
+        n = r.filter((pl.col("task") == seg["task"]) & (pl.col("temperature") == seg["temperature"])).height
+        p = seg["request_share"]
+        assert abs(n - r.height * p) <= Z * np.sqrt(r.height * p * (1 - p)), seg["task"]
+
+
+def test_truth_quality_mean_is_the_mean_the_generator_draws_from(tmp_path: Path) -> None:
+    cfg = {
+        **FLEET,
+        "incidents": [
+            {"kind": "lossy_acceptance", "deployment": "d", "start": 0.5, "quality_drop": 0.5},
+            {"kind": "small_verifier", "deployment": "d", "start": 0.5, "quality_drop": 0.5},
+        ],
+    }
+    out = tmp_path / "q.jsonl"
+    truth = simulate(out, config=fleet_from_dict(cfg), requests=2000, seed=4)
+    requests, _ = _read(out)
+    late = truth["deployments"][0]["periods"][1]
+    start = datetime.fromisoformat(late["start"].replace("Z", "+00:00"))
+    q = requests.filter(pl.col("ts") >= start)["quality"].to_numpy()
+    for seg in late["segments"]:
+        assert seg["quality_mean"] == pytest.approx(0.01)  # 0.84 or 0.86 minus 1.0, clipped as generated
+    assert abs(q.mean() - 0.01) <= Z * q.std() / np.sqrt(len(q)) + 1e-4

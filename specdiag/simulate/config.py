@@ -217,8 +217,8 @@ def validate(fleet: Fleet, source: str = "config") -> None:
         if d.name in seen:
             raise InputError(f"{where}: duplicate name")
         seen.add(d.name)
-        if not 0 <= d.tau <= 16:
-            raise InputError(f"{where}: tau must be in 0..16")
+        if isinstance(d.tau, bool) or not isinstance(d.tau, int) or not 0 <= d.tau <= 16:
+            raise InputError(f"{where}: tau must be an integer in 0..16")
         if d.share <= 0 or d.batch_size < 1 or min(d.floor_ms, d.compute_ms, d.draft_ms_per_token) < 0:
             raise InputError(f"{where}: share > 0, batch_size >= 1 and non-negative costs required")
         if not d.tasks or any(t not in TASK_DEFAULTS for t in d.tasks) or min(d.tasks.values()) < 0:
@@ -239,5 +239,18 @@ def validate(fleet: Fleet, source: str = "config") -> None:
             raise InputError(f"{where}: unknown task {inc.task!r}")
         if inc.kind in DEPLOYMENT_WIDE and inc.task is not None:
             raise InputError(f"{where}: this incident applies to the whole deployment; remove 'task'")
-        if inc.kind == "tau_misconfig" and not 0 <= int(inc.param("tau")) <= 16:
-            raise InputError(f"{where}: tau must be in 0..16")
+        for name in INCIDENT_DEFAULTS[inc.kind]:
+            value = inc.param(name)
+            if name == "tau":
+                ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 16
+                rule = "an integer in 0..16"
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                ok, rule = False, "a number"
+            elif name in ("acceptance_drop", "acceptance_gain", "quality_drop", "shadow_match_rate"):
+                ok, rule = 0.0 <= value <= 1.0, "in [0, 1]"
+            elif name in ("batch_scale", "verify_scale"):
+                ok, rule = 0.0 < value < float("inf"), "> 0"
+            else:  # temperature, acceptance_scale
+                ok, rule = 0.0 <= value < float("inf"), ">= 0"
+            if not ok:
+                raise InputError(f"{where}: {name} must be {rule}, got {value!r}")

@@ -101,12 +101,16 @@ def _period(fleet: Fleet, e: int, start: datetime, end: datetime) -> dict[str, A
             "alpha1": float(p.a1[i]),
             "decay": float(p.decay[i]),
             "difficulty": float(p.difficulty[i]),
-            "quality_mean": TASK_DEFAULTS[task]["quality"] - float(p.quality_drop[i]),
+            # as the generator draws it: the Beta mean is clipped to [0.01, 0.99] (generate.py)
+            "quality_mean": float(
+                np.clip(TASK_DEFAULTS[task]["quality"] - float(p.quality_drop[i]), 0.01, 0.99)
+            ),
             "shadow_match_rate": float(p.shadow_match_rate[i]),
             **_acceptance(own[i][at], tau),
         }
         for i, (task, _temp, share) in enumerate(rows)
     ]
+    segments = _merge_segments(segments)
     return {
         "start": _iso(start),
         "end": _iso(end),
@@ -119,6 +123,19 @@ def _period(fleet: Fleet, e: int, start: datetime, end: datetime) -> dict[str, A
         "best_tau": best_tau(curve),
         "segments": segments,
     }
+
+
+def _merge_segments(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One segment per (task, temperature): an incident that sets the temperature (temperature_change) maps several
+    configured temperatures onto one; their rows then have identical parameters, so only the shares add up."""
+    merged: dict[tuple[str, float], dict[str, Any]] = {}
+    for seg in segments:
+        key = (seg["task"], seg["temperature"])
+        if key in merged:
+            merged[key]["request_share"] += seg["request_share"]
+        else:
+            merged[key] = dict(seg)
+    return list(merged.values())
 
 
 def ground_truth(fleet: Fleet) -> dict[str, Any]:
