@@ -273,15 +273,38 @@ def _draft_costs(cost: CostUnits) -> dict[str | None, float]:
     return out
 
 
-def _current_tau(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
-    """Most common configured tau > 0 per (deployment, *segment); 0 when only control traffic was logged."""
-    keys = ", ".join(["deployment", *_check_by(by)])  # identifiers: only SEGMENT_COLUMNS
-    sql = f"select {keys}, coalesce(mode(tau) filter (where tau > 0), 0) from requests group by all"
-    out = {tuple(row[:-1]): int(row[-1]) for row in con.execute(sql).fetchall()}
+@dataclass(frozen=True)
+class _Group:
+    """What the store logged of one (deployment, *segment): configured tau, requests, speculative requests."""
+
+    tau: int  # most common configured tau > 0; 0 when only control traffic was logged
+    requests: int  # 0 for a deployment known only from engine windows
+    speculative: int  # requests that drafted something
+
+
+# The key columns are chosen by a bound list (names from SEGMENT_COLUMNS only): the statement is fixed text.
+_REQUEST_GROUPS = """
+    select columns(lambda c: list_contains($keys, c)), coalesce(mode(tau) filter (where tau > 0), 0) as _tau,
+           count(*) as _requests, count(*) filter (where drafted > 0) as _speculative
+    from requests group by all
+"""
+_WINDOW_GROUPS = "select deployment, coalesce(mode(tau) filter (where tau > 0), 0) from windows group by all"
+
+
+def _groups(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tuple[Any, ...], _Group]:
+    """Per (deployment, *segment) of the requests, in key order; without ``by`` also each deployment known only
+    from engine windows (no segment columns there)."""
+    keys = ["deployment", *_check_by(by)]
+    cur = con.execute(_REQUEST_GROUPS, {"keys": keys})
+    names = [d[0] for d in cur.description]
+    order = [names.index(k) for k in keys]  # columns() keeps the table's order; keys follow --by's
+    out = {
+        tuple(row[i] for i in order): _Group(int(row[-3]), int(row[-2]), int(row[-1]))
+        for row in sorted(cur.fetchall(), key=lambda r: tuple(str(r[i]) for i in order))
+    }
     if not by:
-        sql = "select deployment, coalesce(mode(tau) filter (where tau > 0), 0) from windows group by all"
-        for dep, tau in con.execute(sql).fetchall():
-            out.setdefault((dep,), int(tau))
+        for dep, tau in con.execute(_WINDOW_GROUPS).fetchall():
+            out.setdefault((dep,), _Group(int(tau), 0, 0))
     return out
 
 
@@ -530,8 +553,13 @@ def recommend_with_skipped(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(recommendations, skipped): as recommend_from_store, plus the groups left out and why (the ``skipped`` of
     ``specdiag recommend --json``)."""
-    recs = _recommendations(con, _check_by(by), max_tau, n_boot, seed, cost_ratio)
-    return [_public(r) for r in recs if "_units" in r], [r for r in recs if "_units" not in r]
+    scored, skipped = _split(_recommendations(con, _check_by(by), max_tau, n_boot, seed, cost_ratio))
+    return [_public(r) for r in scored], skipped
+
+
+def _split(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(scored rows, still carrying their private units for policies; skipped rows)."""
+    return [r for r in recs if "_units" in r], [r for r in recs if "_units" not in r]
 
 
 def _recommendations(
@@ -557,7 +585,8 @@ def _recommendations(
     if cost_ratio is not None:
         given = CostModel(floor_ms=1.0, compute_ms=0.0, draft_ms_per_token=cost_ratio)
         fits = {dep: CostFit(given, "given", 0, True, 1.0) for dep in deployments}
-    current = _current_tau(con, by)
+    groups = _groups(con, by)
+    current = {key: g.tau for key, g in groups.items()}
     out = []
     for dep, units in deployments.items():
         fit = fits.get(dep)
@@ -588,55 +617,36 @@ def _recommendations(
                     current.get(key, 0), batches.get(dep, []), max_tau,
                 )
             )  # fmt: skip
-    return out + _without_units(con, by, {dep for dep, units in deployments.items() if units.groups}, current)
+    known = {dep for dep, units in deployments.items() if units.groups}
+    return out + _without_units(by, {key: g for key, g in groups.items() if key[0] not in known})
 
 
-def _without_units(
-    con: duckdb.DuckDBPyConnection,
-    by: tuple[str, ...],
-    known: set[str],
-    current: dict[tuple[Any, ...], int],
-) -> list[dict[str, Any]]:
-    """Skipped rows for the request groups of deployments with no acceptance units at all: speculative requests
-    logged with totals only (no steps, no per-position counts), or tau = 0 control traffic only. Without these
-    rows such a deployment would vanish from the output without a word."""
-    keys = ", ".join(["deployment", *_check_by(by)])  # identifiers: only SEGMENT_COLUMNS
-    sql = f"""
-        select {keys}, count(*) as requests, count(*) filter (where drafted > 0) as speculative
-        from requests group by all order by all
-    """
+def _without_units(by: tuple[str, ...], groups: dict[tuple[Any, ...], _Group]) -> list[dict[str, Any]]:
+    """Skipped rows for the groups of deployments with no acceptance units at all: speculative requests logged with
+    totals only (no steps, no per-position counts), tau = 0 control traffic only, or engine windows without token
+    counts. Without these rows such a deployment would vanish from the output without a word."""
     out = []
-    for *key, requests, speculative in con.execute(sql).fetchall():
-        if key[0] in known:
-            continue
-        reason = (
-            "request totals only: no steps or per-position counts to estimate acceptance by position from"
-            if speculative
-            else "no speculative traffic (tau = 0 control only): nothing to estimate acceptance from"
-        )
+    for key, g in groups.items():
+        if g.requests == 0:
+            reason = (
+                "engine windows without accepted token counts (SGLang logs print none): "
+                "nothing to estimate acceptance by position from"
+            )
+        elif g.speculative:
+            reason = (
+                "request totals only: no steps or per-position counts to estimate acceptance by position from"
+            )
+        else:
+            reason = "no speculative traffic (tau = 0 control only): nothing to estimate acceptance from"
         out.append(
             {
                 "deployment": key[0],
                 "segment": dict(zip(by, key[1:])),
-                "requests": int(requests),
-                "current_tau": current.get(tuple(key), 0),
+                "requests": g.requests,
+                "current_tau": g.tau,
                 "reason": reason,
             }
         )
-    if not by:  # engine windows carry no segment columns; they are read only without --by
-        seen = known | {row["deployment"] for row in out}
-        for (dep,) in con.execute("select distinct deployment from windows order by 1").fetchall():
-            if dep not in seen:
-                out.append(
-                    {
-                        "deployment": dep,
-                        "segment": {},
-                        "requests": 0,
-                        "current_tau": current.get((dep,), 0),
-                        "reason": "engine windows without accepted token counts (SGLang logs print none): "
-                        "nothing to estimate acceptance by position from",
-                    }
-                )
     return out
 
 
@@ -656,12 +666,8 @@ def recommend_report(
     """Everything `specdiag recommend --json` prints: recommendations, skipped groups (no costs), dynamic policies,
     drafts and, with a budget, the allocation."""
     by = _check_by(by)
-    recs = _recommendations(con, by, max_tau, n_boot, seed, cost_ratio)
-    scored = [r for r in recs if "_units" in r]
-    report: dict[str, Any] = {
-        "recommendations": [_public(r) for r in scored],
-        "skipped": [r for r in recs if "_units" not in r],
-    }
+    scored, skipped = _split(_recommendations(con, by, max_tau, n_boot, seed, cost_ratio))
+    report: dict[str, Any] = {"recommendations": [_public(r) for r in scored], "skipped": skipped}
     report["policies"] = policies.evaluate_policies(con, scored, max_tau, seed)
     report["drafts"] = policies.rank_drafts(report["recommendations"]) + policies.replay_drafts(con)
     if budget is not None:

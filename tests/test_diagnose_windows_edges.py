@@ -5,17 +5,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from specdiag.diagnose import diagnose
+from specdiag.diagnose import data, diagnose
 from specdiag.store import connect
 
-QUERY = (Path(__file__).parent.parent / "queries" / "diagnose_windows.sql").read_text()
 T0 = datetime(2026, 1, 1)
-COLS = "source, deployment, engine, instance, from_samples, start_ts, end_ts, tau, verify_steps, drafted, accepted, throughput_tokens_s"
+COLS = (
+    "source", "deployment", "engine", "instance", "from_samples", "start_ts", "end_ts", "tau", "verify_steps",
+    "drafted", "accepted", "throughput_tokens_s",
+)  # fmt: skip
+INSERT = (
+    "insert into windows (source, deployment, engine, instance, from_samples, start_ts, end_ts, tau, verify_steps,"
+    " drafted, accepted, throughput_tokens_s) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _insert(db: Path, rows: list[tuple]) -> None:
     con = connect(db)
-    con.executemany(f"insert into windows ({COLS}) values ({', '.join('?' * 12)})", rows)
+    con.executemany(INSERT, rows)
     con.close()
 
 
@@ -40,7 +46,7 @@ def _drop(minutes: int = 48 * 60, step: int = 5, **kw) -> list[tuple]:
             "throughput_tokens_s": None,
         }
         row.update(kw)
-        out.append(tuple(row[c.strip()] for c in COLS.split(",")))
+        out.append(tuple(row[c] for c in COLS))
     return out
 
 
@@ -71,5 +77,5 @@ def test_vllm_seconds_are_the_logging_interval_not_the_idle_gap(tmp_path: Path) 
             )
     _insert(tmp_path / "g.duckdb", rows)
     con = connect(tmp_path / "g.duckdb")
-    (out,) = con.execute(f"select sum(output_tokens) from ({QUERY})").fetchone()
+    out = data.window_segments(con)["output_tokens"].sum()
     assert out == 12 * 6 * 100.0 * 10  # 10 s per window, not up to 5 minutes

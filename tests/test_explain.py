@@ -185,16 +185,24 @@ def test_rejected_tokens_from_token_detail(db: Path) -> None:
     assert all(r["token_id"] == 100 + r["position"] for r in rejected)
 
 
+def add_replay(
+    con: duckdb.DuckDBPyConnection, run_id: str, created_at: datetime, tokens: list[tuple]
+) -> None:
+    """A saved replay of request 'x' (prompt p1): tokens as (step, position, token_id, token_text, q, p, accepted)."""
+    con.execute(
+        "insert into replay_runs (run_id, prompt_id, request_id, created_at) values (?, 'p1', 'x', ?)",
+        [run_id, created_at],
+    )
+    con.executemany(
+        "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted)"
+        " values (?, 'p1', ?, ?, ?, ?, ?, ?, ?)",
+        [[run_id, *t] for t in tokens],
+    )
+
+
 def test_rejected_tokens_from_replay(db: Path) -> None:
     con = build(db, alpha=0.6, tau=3)
-    con.execute(
-        "insert into replay_runs (run_id, prompt_id, request_id, created_at) values ('run1', 'p1', 'x', ?)",
-        [T0],
-    )
-    con.execute(
-        "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted) values"
-        " ('run1', 'p1', 0, 0, 7, 'ok', 0.5, 0.6, true), ('run1', 'p1', 0, 1, 9, '<b>é', 0.7, 0.1, false)"
-    )
+    add_replay(con, "run1", T0, [(0, 0, 7, "ok", 0.5, 0.6, True), (0, 1, 9, "<b>é", 0.7, 0.1, False)])
     e = explain_request(con, "x")
     assert [(r["token_id"], r["token_text"], r["q"], r["p"]) for r in e["rejected_tokens"]] == [
         (9, "<b>é", 0.7, 0.1)

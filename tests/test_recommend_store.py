@@ -407,13 +407,13 @@ def test_current_tau_falls_back_to_the_longest_draft_when_tau_is_not_logged(db: 
 
 
 def test_segment_identifiers_are_checked_where_they_enter_sql() -> None:
-    # every helper that writes a --by column into SQL text checks it against SEGMENT_COLUMNS itself
+    # every helper that takes --by columns into a query checks them against SEGMENT_COLUMNS itself
     from specdiag.errors import UsageError
-    from specdiag.recommend import _acceptance_units, _current_tau
+    from specdiag.recommend import _acceptance_units, _groups
 
     con = duckdb.connect()
     for call in (
-        lambda: _current_tau(con, ("task from requests; --",)),
+        lambda: _groups(con, ("task from requests; --",)),
         lambda: _acceptance_units(con, ("x",), 4),
     ):
         with pytest.raises(UsageError, match="not a segment column"):

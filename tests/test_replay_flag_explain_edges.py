@@ -18,7 +18,7 @@ from specdiag.diagnose.flag import pick
 from specdiag.errors import InputError
 from specdiag.explain import explain_request
 from specdiag.findings import Finding
-from tests.test_explain import T0, build
+from tests.test_explain import T0, add_replay, build
 
 
 def test_a_null_tau_in_a_record_means_the_default(tmp_path: Path) -> None:
@@ -71,15 +71,12 @@ def test_flag_picks_fast_but_wrong_requests_by_shadow_match_when_quality_is_not_
 
 def test_explain_lists_only_the_rejected_draft_of_each_replayed_step(db: Path) -> None:
     con = build(db, alpha=0.6, tau=3)
-    con.execute(
-        "insert into replay_runs (run_id, prompt_id, request_id, created_at) values ('run1', 'p1', 'x', ?)",
-        [T0],
-    )
     # step 0: 3 drafts, the first kept, the second rejected, the third discarded unverified
-    con.execute(
-        "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted) values"
-        " ('run1', 'p1', 0, 0, 7, 'a', 0.5, 0.6, true), ('run1', 'p1', 0, 1, 8, 'b', 0.7, 0.1, false),"
-        " ('run1', 'p1', 0, 2, 9, 'c', 0.9, 0.9, false)"
+    add_replay(
+        con,
+        "run1",
+        T0,
+        [(0, 0, 7, "a", 0.5, 0.6, True), (0, 1, 8, "b", 0.7, 0.1, False), (0, 2, 9, "c", 0.9, 0.9, False)],
     )
     e = explain_request(con, "x")
     assert [(r["step"], r["position"], r["token_id"]) for r in e["rejected_tokens"]] == [(0, 1, 8)]
@@ -116,14 +113,6 @@ def test_explain_lists_replays_oldest_first(db: Path) -> None:
 
     con = build(db, alpha=0.6, tau=3)
     for run_id, minutes in (("zzz-first", 0), ("aaa-second", 5)):
-        con.execute(
-            "insert into replay_runs (run_id, prompt_id, request_id, created_at) values (?, 'p1', 'x', ?)",
-            [run_id, T0 + timedelta(minutes=minutes)],
-        )
-        con.execute(
-            "insert into replay_tokens (run_id, prompt_id, step, position, token_id, token_text, q, p, accepted)"
-            " values (?, 'p1', 0, 0, 7, 'a', 0.5, 0.1, false)",
-            [run_id],
-        )
+        add_replay(con, run_id, T0 + timedelta(minutes=minutes), [(0, 0, 7, "a", 0.5, 0.1, False)])
     sources = [r["source"] for r in explain_request(con, "x")["rejected_tokens"]]
     assert sources == ["replay:zzz-first", "replay:aaa-second"]

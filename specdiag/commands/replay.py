@@ -20,6 +20,18 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+def _typical_option(name: str, default: float, help: str) -> Any:
+    """A setting of the typical rule: a finite number >= 0."""
+    return click.option(
+        name,
+        type=click.FloatRange(0, None),
+        default=default,
+        show_default=True,
+        callback=lambda _ctx, _param, value: _finite(value),
+        help=help,
+    )
+
+
 @click.command("replay")
 @click.option("--target", default="demo", show_default=True, help="Target model folder (HF), or `demo`.")
 @click.option("--draft", default="demo", show_default=True, help="Draft model folder (HF), or `demo`.")
@@ -55,22 +67,8 @@ def _finite(value: float | None) -> float | None:
     type=click.Choice(["strict", "rejection", "typical"]),
     help="Acceptance rule [default: strict when greedy, else rejection].",
 )
-@click.option(
-    "--typical-epsilon",
-    type=click.FloatRange(0, None),
-    default=0.09,
-    show_default=True,
-    callback=lambda _ctx, _param, value: _finite(value),
-    help="typical: posterior threshold.",
-)
-@click.option(
-    "--typical-delta",
-    type=click.FloatRange(0, None),
-    default=0.3,
-    show_default=True,
-    callback=lambda _ctx, _param, value: _finite(value),
-    help="typical: entropy scale (alpha).",
-)
+@_typical_option("--typical-epsilon", 0.09, "typical: posterior threshold.")
+@_typical_option("--typical-delta", 0.3, "typical: entropy scale (alpha).")
 @click.option(
     "--max-new-tokens",
     type=click.IntRange(1, None),
