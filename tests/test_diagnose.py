@@ -38,6 +38,7 @@ def fleet(
     temperatures: tuple[float, ...] = (0.0, 0.7),
     overrides: dict[str, Any] | None = None,
     with_steps: bool = False,
+    target_model: str = "target-70b-v1",
     seed: int = 0,
 ) -> None:
     """Write a synthetic fleet's requests (with per-request totals) into the store at ``path``.
@@ -102,7 +103,7 @@ def fleet(
             "source": "trace",
             "ts": [T0 + timedelta(seconds=float(s)) for s in ts],
             "deployment": dep,
-            "target_model": "target-70b-v1",
+            "target_model": target_model,
             "draft_model": list(draft),
             "tau": taus,
             "temperature": rng.choice(temperatures, n),
@@ -463,3 +464,24 @@ def test_missing_store_is_an_error(run, tmp_path: Path) -> None:
     result = run("diagnose", "--db", tmp_path / "none.duckdb")
     assert result.exit_code == 4 and "no database" in result.stderr
     assert not (tmp_path / "none.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "smaller"),
+    [
+        ("meta-llama/Llama-3.3-70B-Instruct", "Qwen/Qwen3-235B-A22B", False),  # 235B total, 22B active
+        ("Qwen/Qwen3-32B", "Qwen/Qwen3-30B-A3B", True),
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "meta-llama/Llama-3.1-8B-Instruct", True),  # 56B -> 8B
+        ("llama-70b@v3", "llama-8b@v1", True),
+        ("SmolLM-360M", "TinyLlama-1.1B", False),
+    ],
+)
+def test_verifier_size_is_read_from_the_model_id(db: Path, before: str, after: str, smaller: bool) -> None:
+    fleet(
+        db,
+        deployments=("chat-eu",),
+        target_model=before,
+        overrides={"deployment": "chat-eu", "hour": 30, "target_model": after},
+    )
+    found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong" and "smaller" in f.summary]
+    assert bool(found) == smaller

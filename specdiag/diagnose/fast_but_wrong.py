@@ -31,13 +31,24 @@ NEAR_ONE = 0.97
 MIN_QUALITY_DROP = 0.02  # absolute drop in mean quality, or in the shadow-match rate
 
 
+# A parameter count in a model id: "70b", "1.1B", "135M", a mixture of experts' "8x7B" (8 experts of 7B). A count
+# right after a separator and "A" ("Qwen3-235B-A22B") is the active parameters per token, not the model's size.
+_SIZE = re.compile(r"(?:(\d+)x)?(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])")
+_ACTIVE = re.compile(r"(?:^|[-_/.@ ])[aA]$")
+
+
 def _size_b(model: str) -> float | None:
-    """Parameter count in billions parsed from a model id (``llama-3-70b-v2`` -> 70), None when absent."""
-    m = re.findall(r"(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])", model)
-    if not m:
-        return None
-    num, unit = m[-1]
-    return float(num) / (1000.0 if unit in "mM" else 1.0)
+    """Parameter count in billions parsed from a model id (``llama-3-70b-v2`` -> 70), None when absent.
+
+    The last count in the id wins; an active-parameter count (``-A22B``) is skipped, and ``8x7B`` is 56.
+    """
+    size = None
+    for match in _SIZE.finditer(model):
+        if _ACTIVE.search(model[: match.start()]):
+            continue
+        experts, num, unit = match.groups()
+        size = float(experts or 1) * float(num) / (1000.0 if unit in "mM" else 1.0)
+    return size
 
 
 def statistical(tests: list[SegmentTest]) -> list[tuple[SegmentTest, dict[str, Any]]]:
