@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from specdiag.errors import InputError, UsageError
+from specdiag.traceformat import TYPICAL_RULES, acceptance_rule
 
 # The per-prompt keys of `specdiag replay --json` (plus first_divergence when the output differs from the target's).
 PUBLIC_KEYS = (
@@ -48,13 +49,13 @@ def settings_for(
 ) -> dict[str, Any]:
     """Options given explicitly win; otherwise the record's production settings; otherwise greedy with tau 4.
     The rule defaults to strict for greedy and rejection (lossless) for temperature > 0; a record whose production
-    rule was ``typical`` (the lossy rule flag reports as fast_but_wrong) is replayed with it."""
+    rule was typical acceptance (``typical``, vLLM's ``typical_acceptance_sampler``; the lossy rule flag reports as fast_but_wrong) is replayed with it."""
     chosen_tau = tau if tau is not None else (record["tau"] if record.get("tau") is not None else 4)
     chosen_t = temperature if temperature is not None else float(record.get("temperature") or 0.0)
     chosen_p = top_p if top_p is not None else float(record.get("top_p") or 1.0)
-    production = str(record.get("acceptance") or "").lower()
+    production = acceptance_rule(str(record.get("acceptance") or ""))
     rule = acceptance or (
-        "typical" if production == "typical" else "strict" if chosen_t == 0 else "rejection"
+        "typical" if production in TYPICAL_RULES else "strict" if chosen_t == 0 else "rejection"
     )
     if rule == "strict" and chosen_t > 0:
         raise UsageError(

@@ -83,6 +83,30 @@ FLAT_STEP_FIELDS: dict[str, tuple[str, Range | None]] = {
 FLAT_STEP_REQUIRED = ("request_id", *STEP_REQUIRED)
 
 # RFC 3339 date-time; the offset may be omitted (read as UTC) and the separator may be a space.
+# The acceptance rules a record's ``acceptance`` may name, as engines spell them (compared by ``acceptance_rule``).
+# Lossless rules keep the target's distribution: greedy matching, and the rejection rule of Leviathan et al. 2023
+# section 2.3 / Chen et al. 2023 Alg. 2 (vLLM's ``rejection_sampler``). Typical acceptance (Cai et al. 2024, vLLM's
+# ``typical_acceptance_sampler``) is lossy. "unknown" says nothing either way.
+LOSSLESS_RULES = frozenset(
+    {
+        "strict",
+        "rejection",
+        "rejection_sampling",
+        "rejection_sampler",
+        "speculative_sampling",
+        "exact",
+        "greedy",
+        "unknown",
+    }
+)
+TYPICAL_RULES = frozenset({"typical", "typical_acceptance", "typical_acceptance_sampler"})
+
+
+def acceptance_rule(name: str) -> str:
+    """``name`` compared case-insensitively, with hyphens and spaces read as underscores (``Rejection-Sampler``)."""
+    return re.sub(r"[\s-]+", "_", name.strip().lower())
+
+
 TS_PATTERN = (
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ]([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{1,9})?"
     r"([Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"

@@ -252,12 +252,22 @@ def test_windows_compare_the_chosen_ranges(db: Path) -> None:
     assert "acceptance_regression" not in kinds(quiet)
 
 
-def test_lossy_acceptance_rule_is_fast_but_wrong(db: Path) -> None:
-    fleet(db, overrides={"deployment": "chat-us", "hour": 40, "acceptance": "typical"})
+@pytest.mark.parametrize("rule", ["typical", "typical_acceptance_sampler", "Typical-Acceptance"])
+def test_lossy_acceptance_rule_is_fast_but_wrong(db: Path, rule: str) -> None:
+    fleet(db, overrides={"deployment": "chat-us", "hour": 40, "acceptance": rule})
     found = [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
     assert [f.deployment for f in found] == ["chat-us"]
-    assert "typical" in found[0].summary
+    assert rule in found[0].summary
     assert found[0].severity == "high"
+
+
+@pytest.mark.parametrize(
+    "rule", ["rejection_sampler", "Rejection Sampling", "speculative-sampling", "greedy"]
+)
+def test_lossless_rule_names_as_engines_spell_them_raise_nothing(db: Path, rule: str) -> None:
+    """vLLM's own name for its lossless rule (``rejection_sampler``) was a high fast_but_wrong finding."""
+    fleet(db, overrides={"deployment": "chat-us", "hour": 40, "acceptance": rule})
+    assert [f for f in run_diagnose(db) if f.kind == "fast_but_wrong"] == []
 
 
 def test_acceptance_up_and_quality_down_is_fast_but_wrong(db: Path) -> None:

@@ -90,10 +90,13 @@ def test_a_typical_production_rule_is_replayed_with_it(tmp_path: Path) -> None:
         {"prompt_id": "a", "prompt": "hi", "temperature": 0.7, "acceptance": "typical"},
         {"prompt_id": "b", "prompt": "hi", "temperature": 0.7, "acceptance": "rejection_sampling"},
         {"prompt_id": "c", "prompt": "hi", "acceptance": "Typical"},
+        # vLLM's names for its two rules (spec_decoding_acceptance_method)
+        {"prompt_id": "d", "prompt": "hi", "temperature": 0.7, "acceptance": "typical_acceptance_sampler"},
+        {"prompt_id": "e", "prompt": "hi", "temperature": 0.7, "acceptance": "rejection_sampler"},
     ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     rules = [settings_for(r, None, None, None, None)["acceptance"] for r in read_prompts(path)]
-    assert rules == ["typical", "rejection", "typical"]
+    assert rules == ["typical", "rejection", "typical", "typical", "rejection"]
     # an explicit option still wins
     assert settings_for(read_prompts(path)[0], None, None, None, "rejection")["acceptance"] == "rejection"
     path.write_text(json.dumps({"prompt_id": "a", "prompt": "hi", "acceptance": 3}) + "\n")

@@ -8,7 +8,7 @@ distribution, so any of these signals means the deployment is no longer serving 
 - acceptance close to 1 at temperature > 0: a day whose acceptance_rate has a lower 95% bound above NEAR_ONE is only
   possible when draft and target agree almost everywhere (the same model, or a verifier swapped for the draft);
 - target_model equal to draft_model, or a new target_model with fewer parameters than the one it replaced;
-- a lossy acceptance rule in the records (anything outside LOSSLESS, e.g. ``typical``).
+- a lossy acceptance rule in the records (anything outside traceformat.LOSSLESS_RULES, e.g. ``typical``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from specdiag import stats
 from specdiag.diagnose.changepoint import SegmentTest, sums
 from specdiag.diagnose.regression import _cmp_json, explain
 from specdiag.findings import Finding
+from specdiag.traceformat import LOSSLESS_RULES, acceptance_rule
 
-LOSSLESS = frozenset(
-    {"strict", "rejection", "rejection_sampling", "speculative_sampling", "exact", "greedy", "unknown"}
-)
 NEAR_ONE = 0.97
 MIN_QUALITY_DROP = 0.02  # absolute drop in mean quality, or in the shadow-match rate
 
@@ -97,7 +95,7 @@ def config_signals(cfg: pl.DataFrame) -> list[tuple[str, str | None, datetime, s
         pl.col("first_seen").min(), pl.col("n").sum()
     )
     for row in dep_rows.filter(pl.col("setting") == "acceptance").iter_rows(named=True):
-        if str(row["value"]).lower() not in LOSSLESS:
+        if acceptance_rule(str(row["value"])) not in LOSSLESS_RULES:
             out.append(
                 (
                     row["deployment"],
