@@ -2,10 +2,12 @@
 -- description: Confidence-threshold stop evaluated on logged steps with draft probabilities: the draft stops before
 --   the first token whose own probability q falls below the threshold, so a step keeps k = tokens drafted before
 --   that point and accepts least(accepted, k). Threshold 0 is the logged fixed-tau policy. Steps cannot be extended
---   beyond what was logged (drafted), so the policy is capped at the logged tau.
+--   beyond what was logged (drafted), so the policy is capped at the logged tau. Seeing the low q of token k + 1
+--   takes the draft pass that produced it: a step that stops early pays least(k + 1, drafted) draft passes
+--   (draft_passes), though it verifies only k tokens.
 -- grain: one row per deployment and threshold
 -- params: none
--- columns: deployment, threshold, steps, drafted, accepted, tokens_in_flight, emitted_in_flight
+-- columns: deployment, threshold, steps, drafted, draft_passes, accepted, tokens_in_flight, emitted_in_flight
 with logged as (
     select
         r.deployment,
@@ -28,6 +30,7 @@ kept as (
         t.threshold,
         l.accepted,
         l.batch_size,
+        l.drafted as logged,
         coalesce(list_position(list_transform(l.draft_probs[1:l.drafted], lambda q: q < t.threshold), true) - 1,
                  l.drafted) as k
     from logged as l
@@ -40,6 +43,7 @@ final as (
         threshold,
         count(*) as steps,
         sum(k) as drafted,
+        sum(least(k + 1, logged)) as draft_passes,  -- the pass that showed q < threshold is paid for too
         sum(least(accepted, k)) as accepted,
         sum((k + 1) * batch_size) as tokens_in_flight,        -- sum of n * B over verify passes
         sum((least(accepted, k) + 1) * batch_size) as emitted_in_flight  -- tokens emitted, times their B

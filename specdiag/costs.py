@@ -133,9 +133,10 @@ def fit_from_unit_sums(
     sums: np.ndarray, draft_ms_by_model: dict[str | None, float] | None = None
 ) -> CostFit | None:
     """The point fit (every request weighted once) from per-request sums (requests, len(COST_SUMS)); None without
-    draft and verify timings, like ``fitted_costs``."""
+    draft and verify timings (or with every verify time 0), like ``fitted_costs``."""
     fit = fit_from_sums(np.asarray(sums, dtype=float).sum(axis=0))
-    if not (fit.n_steps[0] > 0 and np.isfinite(fit.draft_ms_per_token[0])):
+    # every verify time 0 (a timer that never ran): a target pass that costs nothing is no cost model
+    if not (fit.n_steps[0] > 0 and np.isfinite(fit.draft_ms_per_token[0]) and fit.floor_ms[0] > 0):
         return None
     r2 = float(fit.r2[0])
     return CostFit(
@@ -158,8 +159,8 @@ def fitted_costs(con: duckdb.DuckDBPyConnection) -> dict[str, CostFit]:
         if row["by_draft"] and row["draft_ms_per_token"] is not None:
             by_draft.setdefault(row["deployment"], {})[row["draft_model"]] = float(row["draft_ms_per_token"])
     for row in rows:
-        if row["by_draft"] or row["draft_ms_per_token"] is None or row["verify_ms_mean"] is None:
-            continue
+        if row["by_draft"] or row["draft_ms_per_token"] is None or not (row["verify_ms_mean"] or 0) > 0:
+            continue  # no timings, or every verify time 0: no cost model (as in fit_from_unit_sums)
         model, identified = _model(
             row["floor_ms"], row["compute_ms"], row["verify_ms_mean"], row["draft_ms_per_token"]
         )

@@ -114,11 +114,12 @@ def threshold_speedups(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict[st
 def _threshold_speedup(row: dict[str, float], cost: CostModel) -> float:
     """Target-only time of the emitted tokens over the speculative time of the same steps.
 
-    speculative: sum over steps of k * t_draft + floor + compute * (k + 1) * B;
+    speculative: sum over steps of passes * t_draft + floor + compute * (k + 1) * B, passes = min(k + 1, drafted):
+    a step that stops early has run the draft pass whose low q stopped it;
     target alone: sum over emitted tokens of floor + compute * B.
     """
     spec_ms = (
-        cost.draft_ms_per_token * row["drafted"]
+        cost.draft_ms_per_token * row["draft_passes"]
         + cost.floor_ms * row["steps"]
         + cost.compute_ms * row["tokens_in_flight"]
     )
@@ -301,7 +302,12 @@ def _largest_remainder(shares: np.ndarray) -> list[int]:
     """Round shares to integers with the same (rounded) total, each class at least one sequence when possible."""
     total = int(round(shares.sum()))
     base = np.floor(shares).astype(int)
+    if total >= shares.size:  # room for every class: none is left out (it would read as "tau 0" for it)
+        base = np.maximum(base, 1)
+        while base.sum() > total:  # take back from the class most above its share, among those above one
+            over = np.where(base > 1, base - shares, -np.inf)
+            base[int(np.argmax(over))] -= 1
     order = np.argsort(-(shares - base))
-    for i in order[: total - base.sum()]:
+    for i in order[: max(total - base.sum(), 0)]:
         base[i] += 1
     return [int(b) for b in base]

@@ -481,8 +481,12 @@ def _recommend_group(
     c = cost.cost_ratio(batch)
     if c >= policies.DRAFT_COST_FLAG:
         notes.append(f"the draft costs {c:.2f} of a target pass: not much cheaper than the target")
-    if alpha <= c:
-        notes.append("alpha <= cost_ratio: speculation cannot help (Leviathan et al. 2023 Cor. 3.9)")
+    if tau == 0:
+        # the model's own verdict, not alpha <= c alone: Cor. 3.9 is exact for i.i.d. acceptance and free
+        # verification only; acceptance that falls with position can put the i.i.d. alpha of the current tau below c
+        # while tau 1 still pays
+        cor = " (alpha <= cost_ratio: Leviathan et al. 2023 Cor. 3.9)" if alpha <= c else ""
+        notes.append(f"no tau > 0 beats the target alone{cor}: switch speculation off")
     if boots.shape[0] and fit.source != "fitted":
         notes.append(
             f"the interval holds the {'measured (replay profile)' if fit.source == 'profile' else 'given'} costs "
@@ -510,7 +514,10 @@ def _recommend_group(
         "batch_size": batch,
         "current_speedup": curve[current]["speedup"],
         "expected_speedup": curve[tau]["speedup"],
-        "gain": curve[tau]["speedup"] / curve[current]["speedup"] - 1.0,
+        # None when the current speedup underflows to 0 (a --cost so large that tau * c overflows)
+        "gain": None
+        if curve[current]["speedup"] <= 0
+        else curve[tau]["speedup"] / curve[current]["speedup"] - 1.0,
         "ci": curve[tau].get("ci"),  # None without bootstrap replicates (--boot 0)
         # what the interval resamples: "acceptance and costs" (costs refit per replicate) or "acceptance" (fixed)
         "ci_covers": None
@@ -598,7 +605,8 @@ def _recommendations(
                     "segment": dict(zip(by, key[1:])),
                     "requests": int(units.groups[key].at_risk.shape[0]),
                     "current_tau": current.get(key, 0),
-                    "reason": "no draft and verify timings for this deployment: pass --cost C",
+                    "reason": "no usable draft and verify timings for this deployment (none logged, or every "
+                    "verify time 0): pass --cost C",
                 }
                 for key in keys
             ]

@@ -74,3 +74,32 @@ def test_heuristic_cannot_beat_the_best_fixed_tau_for_one_iid_request() -> None:
     heur, mean_tau = heuristic_speedup(cond, np.ones(1), COST, 4.0, 16)
     assert heur <= best_fixed + 1e-12
     assert 1.0 <= mean_tau <= 16.0
+
+
+def test_confidence_threshold_pays_for_the_draft_pass_that_stops_it(db) -> None:
+    """Every draft token has q = 0.05: at threshold 0.1 each step stops before its first token, having run the draft
+    pass that produced it. It verifies one token per step, like the target alone, plus one draft pass: slower than the
+    target (the replay counted no draft cost and gave exactly 1.0)."""
+    from specdiag.policies import _threshold_speedup, threshold_speedups
+    from specdiag.store import connect
+    from tests.test_recommend_store import DECAY, Fleet, write_fleet
+
+    cost = CostModel(floor_ms=20.0, compute_ms=0.0, draft_ms_per_token=2.0)
+    con = connect(db)
+    write_fleet(con, Fleet("q", DECAY, cost, tau=4, requests=30, draft_probs=True), np.random.default_rng(0))
+    con.execute("update steps set draft_probs = [0.05, 0.05, 0.05, 0.05] where drafted = 4")
+    rows = {round(r["threshold"], 3): r for r in threshold_speedups(con)["q"]}
+    con.close()
+    assert _threshold_speedup(rows[0.1], cost) == pytest.approx(20.0 / 22.0)
+    # threshold 0 never stops: the logged steps, tau draft passes each
+    assert rows[0.0]["draft_passes"] == rows[0.0]["drafted"]
+
+
+def test_budget_classes_each_get_a_sequence_when_the_batch_allows() -> None:
+    """Shares of a batch of 4 across three classes (85% of steps in one): the rounding left two classes with no
+    sequence, printed as tau 0.00 for them, though its docstring promises each class one sequence when possible."""
+    from specdiag.policies import _largest_remainder
+
+    assert _largest_remainder(np.array([0.3, 0.3, 3.4])) == [1, 1, 2]
+    assert _largest_remainder(np.array([2.2, 3.3, 4.5])) == [2, 3, 5]  # unchanged when every class has one
+    assert _largest_remainder(np.array([0.2, 0.2, 0.6])) == [0, 0, 1]  # a batch of 1: not possible

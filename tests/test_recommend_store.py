@@ -306,6 +306,39 @@ def test_deployment_without_timings_needs_a_cost(db: Path) -> None:
     assert given["cost_ratio"] == pytest.approx(0.05)
 
 
+def test_switch_off_note_agrees_with_the_recommendation(db: Path) -> None:
+    """Acceptance that falls with position: at the logged tau 8 the i.i.d. alpha (0.51) is below c (0.55), yet tau 1
+    gives (1 + 0.95) / 1.55 = 1.26x. The note said "speculation cannot help" beside that recommendation."""
+    con = connect(db)
+    rng = np.random.default_rng(1)
+    front = np.array([0.95] + [0.1] * 15)
+    write_fleet(con, Fleet("front", front, CostModel(10.0, 0.0, 5.5), tau=8, requests=200), rng)
+    write_fleet(con, Fleet("poor", np.full(16, 0.3), CostModel(10.0, 0.0, 5.5), tau=4, requests=200), rng)
+    recs = {r["deployment"]: r for r in recommend_from_store(con, n_boot=0)}
+    con.close()
+    front_rec, poor = recs["front"], recs["poor"]
+    assert front_rec["alpha"] < front_rec["cost_ratio"]
+    assert front_rec["recommended_tau"] == 1 and front_rec["expected_speedup"] > 1.2
+    assert not any("cannot help" in n or "switch speculation off" in n for n in front_rec["notes"])
+    assert poor["recommended_tau"] == 0
+    assert any("switch speculation off" in n and "Cor. 3.9" in n for n in poor["notes"])
+
+
+def test_verify_times_all_zero_are_no_cost_model(run, db: Path) -> None:
+    """verify_ms = 0 on every step (valid in the trace format: a timer that never ran) made t_target(1) = 0 and
+    recommend (and diagnose, which calls it) died on a ZeroDivisionError: the deployment is skipped instead."""
+    con = connect(db)
+    write_fleet(con, Fleet("zero-timer", DECAY, COST, tau=4, requests=50), np.random.default_rng(3))
+    con.execute("update steps set verify_ms = 0")
+    report = recommend_report(con, n_boot=5)
+    con.close()
+    assert report["recommendations"] == []
+    (skipped,) = report["skipped"]
+    assert skipped["deployment"] == "zero-timer" and "pass --cost" in skipped["reason"]
+    res = run("recommend", "--db", db)
+    assert res.exit_code == 0 and "Traceback" not in res.stderr
+
+
 def test_engine_windows_and_request_records_feed_the_same_estimator(db: Path) -> None:
     """Engine counters (accepted_per_position = steps whose accepted count reached i+1) give the censored estimate."""
     rng = np.random.default_rng(5)
@@ -441,6 +474,17 @@ def test_store_mode_rejects_a_cost_that_is_not_finite_and_non_negative(run, db: 
     assert res.exit_code == 2, res.stdout + res.stderr
     assert "must be a finite number >= 0" in res.stderr and "Traceback" not in res.stderr
     assert "nan" not in res.stdout
+
+
+def test_store_mode_survives_a_finite_cost_whose_step_time_overflows(run, db: Path) -> None:
+    """--cost 1e308 is finite, but tau * c overflows: the current speedup is 0 and its gain divided by zero."""
+    con = connect(db)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=30), np.random.default_rng(5))
+    (rec,) = recommend_from_store(con, n_boot=0, cost_ratio=1e308)
+    con.close()
+    assert rec["recommended_tau"] == 0 and rec["gain"] is None
+    res = run("recommend", "--db", db, "--cost", "1e308", "--boot", "0")
+    assert res.exit_code == 0 and "Traceback" not in res.stderr
 
 
 def test_deployments_without_acceptance_units_are_skipped_with_a_reason(db: Path) -> None:

@@ -147,7 +147,7 @@ def _render_report(report: dict[str, Any]) -> None:
             f"{r['current_tau']}>{r['recommended_tau']}",
             f"{r['current_speedup']:.2f}>{r['expected_speedup']:.2f}",
             "-" if lo is None else f"{lo:.2f}-{hi:.2f}",
-            f"{100 * r['gain']:+.1f}%",
+            "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}%",
         )
     if recs:  # no empty table when there is nothing to recommend
         out_console.print(table)
