@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from specdiag.diagnose import diagnose
 from specdiag.queries import find_query
 from specdiag.recommend import recommend_from_store, recommend_report
 from specdiag.speedup import CostModel, best_tau, speedup_curve
@@ -322,6 +323,25 @@ def test_switch_off_note_agrees_with_the_recommendation(db: Path) -> None:
     assert not any("cannot help" in n or "switch speculation off" in n for n in front_rec["notes"])
     assert poor["recommended_tau"] == 0
     assert any("switch speculation off" in n and "Cor. 3.9" in n for n in poor["notes"])
+
+
+def test_draft_bottleneck_defers_to_the_curve_when_acceptance_falls_with_position(db: Path) -> None:
+    """The same fleets through diagnose: Cor. 3.9 (alpha <= c) made "front" a high draft_bottleneck ("speculation
+    cannot help") beside its tau_too_high finding that tau 1 gives 1.26x."""
+    con = connect(db)
+    rng = np.random.default_rng(1)
+    write_fleet(
+        con,
+        Fleet("front", np.array([0.95] + [0.1] * 15), CostModel(10.0, 0.0, 5.5), tau=8, requests=200),
+        rng,
+    )
+    write_fleet(con, Fleet("poor", np.full(16, 0.3), CostModel(10.0, 0.0, 5.5), tau=4, requests=200), rng)
+    found = diagnose(con)
+    con.close()
+    bottleneck = {f.deployment: f.summary for f in found if f.kind == "draft_bottleneck"}
+    assert any(f.kind == "tau_too_high" and f.deployment == "front" for f in found)
+    assert "cannot help" not in bottleneck["front"]  # still a bottleneck: the draft takes 81% of each step
+    assert "cannot help" in bottleneck["poor"]
 
 
 def test_verify_times_all_zero_are_no_cost_model(run, db: Path) -> None:

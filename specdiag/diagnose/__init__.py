@@ -61,7 +61,7 @@ def diagnose(
         summaries = summarise(costs, fits_of(recs))
         found += bottleneck.harmful(costs, summaries)
         found += bottleneck.verify_bound(costs, summaries)
-        found += bottleneck.draft_bottleneck(summaries)
+        found += bottleneck.draft_bottleneck(summaries, recs)
         found += tau.findings(summaries, recs)
     return sorted(found, key=_rank)
 

@@ -5,13 +5,14 @@
   traffic, the modelled speedup (fitted costs, Leviathan Eq. 1 tokens per step) is below 1.
 - verify_bound: the fitted t_verify = floor + compute * n * B has a clearly positive compute slope and, at a batch
   bucket's observed n x B, the compute term is larger than the memory-bound floor.
-- draft_bottleneck: c >= alpha (Leviathan et al. 2023 Cor. 3.9: speculation only helps when alpha > c), or the draft
-  takes more than DRAFT_SHARE of every step's time.
+- draft_bottleneck: c >= alpha (Leviathan et al. 2023 Cor. 3.9: speculation only helps when alpha > c) unless
+  recommend's curve finds a tau > 0 that pays, or the draft takes more than DRAFT_SHARE of every step's time.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import polars as pl
 
@@ -121,11 +122,17 @@ def verify_bound(costs: pl.DataFrame, summaries: list[DeploymentCosts]) -> list[
     return out
 
 
-def draft_bottleneck(summaries: list[DeploymentCosts]) -> list[Finding]:
+def draft_bottleneck(
+    summaries: list[DeploymentCosts], recommendations: list[dict[str, Any]] | None = None
+) -> list[Finding]:
+    """``recommendations``: recommend's, whose curve (censored acceptance by position) overrules Cor. 3.9 where it
+    finds a tau > 0 that pays: the corollary holds for i.i.d. acceptance, and acceptance that falls with position
+    can put the i.i.d. alpha of the logged tau below c while tau 1 still beats the target alone."""
+    pays = {r["deployment"]: r["recommended_tau"] > 0 for r in recommendations or [] if not r.get("segment")}
     out = []
     for d in summaries:
         c = d.cost.cost_ratio(d.batch_size) if d.cost is not None else float("nan")
-        cor39 = math.isfinite(c) and math.isfinite(d.alpha) and c >= d.alpha
+        cor39 = math.isfinite(c) and math.isfinite(d.alpha) and c >= d.alpha and not pays.get(d.deployment)
         share = d.draft_share > DRAFT_SHARE
         if not (cor39 or share):
             continue
