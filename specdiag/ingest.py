@@ -230,7 +230,7 @@ def _ingest_trace(
         stats.steps += written.steps
         stats.stored_lines += written.stored_lines
         stats.duplicates += written.duplicates
-        write_rejects(con, file_id, stats.path, rows.rejects)
+        write_rejects(con, file_id, stats.path, rows.rejects, key is not None)
         stats.keep_examples(rows.rejects)
         stats.rejected += len(rows.rejects)
     appender.flush(con)
@@ -267,7 +267,7 @@ def _ingest_engine(
     parsed = formats.parse(name, _lines(blocks, counter), ctx)
     stats.lines = counter[0]
     stats.blank, stats.other_lines, stats.notes = parsed.blank, parsed.other_lines, list(parsed.notes)
-    write_rejects(con, file_id, stats.path, parsed.rejects)
+    write_rejects(con, file_id, stats.path, parsed.rejects, key is not None)
     stats.keep_examples(parsed.rejects)
     stats.rejected = len(parsed.rejects)
     stored, dups = _write_engine_requests(con, parsed.requests, file_id, parsed.format, key)
@@ -594,7 +594,7 @@ def ingest_small_files(
                 for r, j in zip(rows.rejects, rejects_of)
                 if j == k
             ]
-            write_rejects(con, file_id, stats.path, own)
+            write_rejects(con, file_id, stats.path, own, key is not None)
             stats.keep_examples(own)
             stats.rejected = len(own)
         write_ledger(con, [_ledger_row(file_id, out[position]) for position, file_id, _ in live])

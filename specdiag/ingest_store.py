@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Sequence
@@ -296,10 +297,34 @@ def update_totals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def write_rejects(con: duckdb.DuckDBPyConnection, file_id: str, path: str, rejects: Sequence[Any]) -> None:
-    """Rejects: objects with line, byte_offset, reason, detail, raw (bytes; first 1 KB kept, decoded leniently)."""
+REDACTED = "[redacted]"
+
+
+def redact_raw(raw: str) -> str:
+    """A rejected line's raw text as ``--redact`` keeps it: a JSON object with its ``prompt`` and ``output`` masked,
+    else nothing (text that does not parse, or was cut at 1 KB, may hold them anywhere)."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(obj, dict):
+        return ""
+    for name in ("prompt", "output"):
+        if obj.get(name) is not None:
+            obj[name] = REDACTED
+    return json.dumps(obj)[:1024]  # ASCII: a lone surrogate escaped in the line stays escaped
+
+
+def write_rejects(
+    con: duckdb.DuckDBPyConnection, file_id: str, path: str, rejects: Sequence[Any], redact: bool = False
+) -> None:
+    """Rejects: objects with line, byte_offset, reason, detail, raw (bytes; first 1 KB kept, decoded leniently).
+
+    ``redact`` (``ingest --redact``): the raw text goes through ``redact_raw``, so no prompt or output text is kept.
+    """
     if not rejects:
         return
+    keep = redact_raw if redact else (lambda text: text)
     con.executemany(
         "insert into rejects (file_id, path, line, byte_offset, reason, detail, raw) values (?, ?, ?, ?, ?, ?, ?)",
         [
@@ -310,7 +335,7 @@ def write_rejects(con: duckdb.DuckDBPyConnection, file_id: str, path: str, rejec
                 r.byte_offset,
                 r.reason,
                 r.detail,
-                r.raw[:1024].decode("utf-8", "replace"),
+                keep(r.raw[:1024].decode("utf-8", "replace")),
             ]
             for r in rejects
         ],

@@ -305,11 +305,14 @@ def _has_float(t: pa.DataType) -> bool:
 
 
 def _lossy_extra(table: pa.Table, data: bytes) -> bool:
-    """Whether a field outside the format (kept as written in ``extra``) may hold an integer read as a double."""
+    """Whether a field outside the format (kept as written in ``extra``) may hold an integer read as a double, or
+    has an empty name."""
     steps = table.schema.field("steps").type.value_type if "steps" in table.column_names else pa.struct([])
     floats = [f.type for f in table.schema if f.name not in _TOP_FIELDS] + [
         f.type for f in steps if f.name not in STEP_FIELDS
     ]
+    if "" in table.column_names:  # polars renames a column without a name (an empty key) to column_<i>
+        return True
     return any(_has_float(t) for t in floats) and _LONG_INT.search(data) is not None
 
 
@@ -347,7 +350,9 @@ def ts_us(col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     if dtype.is_numeric():
         # 9e9 s keeps seconds * 1e6 exact in a double, so the rounding matches Python's round()
         ok = c.is_null() | ((c >= 0) & (c < min(9e9, EPOCH_MAX_S)))
-        return (c * 1e6).round().cast(pl.Int64), ok
+        # only in-range values are converted: one past int64 microseconds (epoch micro- or nanoseconds logged by
+        # mistake) would fail the cast for the whole block; such a row goes to the validator (bad_timestamp)
+        return pl.when(ok).then((c * 1e6).round()).cast(pl.Int64), ok
     if dtype == pl.Null:
         return pl.lit(None, pl.Int64), pl.lit(True)
     text = c.cast(pl.String)
@@ -384,6 +389,32 @@ def _extra_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
     ]
     body = pl.concat_list(pieces).list.drop_nulls().list.join(",")
     return pl.when(body != "").then("{" + body + "}").otherwise(None)
+
+
+def _inexact(e: pl.Expr, dtype: Any) -> pl.Expr | None:
+    """Where the JSON ``_extra_json`` writes for a value of ``dtype`` may differ from the value as written (None:
+    nowhere): a whole number in a float column (an integer the reader widened because another line had a
+    fraction: 3 would become 3.0, and digits past 2**53 would be lost), and an object with a null member (the
+    reader gives each object every key seen in the block, so a key the line did not have reads as null)."""
+    if dtype.is_float():
+        return e.is_finite() & (e == e.floor())
+    if isinstance(dtype, pl.List):
+        inner = _inexact(pl.element(), dtype.inner)
+        return None if inner is None else e.list.eval(inner).list.any()
+    if isinstance(dtype, pl.Struct):
+        parts: list[pl.Expr] = []
+        for f in dtype.fields:
+            member = e.struct.field(f.name)
+            sub = _inexact(member, f.dtype)
+            parts.append(member.is_null() if sub is None else member.is_null() | sub)
+        return pl.when(e.is_not_null()).then(pl.any_horizontal(parts)) if parts else None
+    return None
+
+
+def _extra_exact(df: pl.DataFrame, known: set[str]) -> pl.Expr:
+    """Rows whose extra fields ``_extra_json`` writes as written; the others go to the line validator."""
+    bad = [x for c in df.columns if c not in known if (x := _inexact(pl.col(c), df.schema[c])) is not None]
+    return ~pl.any_horizontal(bad).fill_null(False) if bad else pl.lit(True)
 
 
 def _non_null(df: pl.DataFrame) -> set[str]:
@@ -438,7 +469,7 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
     req_ok = is_req & _fields_ok(REQUEST_FIELDS, REQUEST_REQUIRED, present) & no_step_only
     step_ok = is_step & _fields_ok(FLAT_STEP_FIELDS, FLAT_STEP_REQUIRED, present) & no_req_only
     df = df.with_columns(
-        ((req_ok | step_ok) & pl.col("_ts_ok")).fill_null(False).alias("_ok"),
+        ((req_ok | step_ok) & pl.col("_ts_ok") & _extra_exact(df, known_top)).fill_null(False).alias("_ok"),
         _extra_json(df, known_top).alias("extra"),
     )
 
@@ -458,7 +489,12 @@ def _fast(table: pa.Table, lines: np.ndarray) -> tuple[pl.DataFrame, pl.DataFram
         known_step = set(STEP_FIELDS) | {"request_id", "line", "_row", "_null_step"}
         nested = nested.with_columns(
             s_ts.alias("ts_us"),
-            (_fields_ok(STEP_FIELDS, STEP_REQUIRED, sp) & s_ts_ok & ~pl.col("_null_step"))
+            (
+                _fields_ok(STEP_FIELDS, STEP_REQUIRED, sp)
+                & s_ts_ok
+                & ~pl.col("_null_step")
+                & _extra_exact(nested, known_step)
+            )
             .fill_null(False)
             .alias("_ok"),
             _extra_json(nested, known_step).alias("extra"),

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,6 @@ FLAT_STEP_FIELDS: dict[str, tuple[str, Range | None]] = {
 }
 FLAT_STEP_REQUIRED = ("request_id", *STEP_REQUIRED)
 
-# RFC 3339 date-time; the offset may be omitted (read as UTC) and the separator may be a space.
 # The acceptance rules a record's ``acceptance`` may name, as engines spell them (compared by ``acceptance_rule``).
 # Lossless rules keep the target's distribution: greedy matching, and the rejection rule of Leviathan et al. 2023
 # section 2.3 / Chen et al. 2023 Alg. 2 (vLLM's ``rejection_sampler``). Typical acceptance (Cai et al. 2024, vLLM's
@@ -107,9 +106,12 @@ def acceptance_rule(name: str) -> str:
     return re.sub(r"[\s-]+", "_", name.strip().lower())
 
 
+# RFC 3339 date-time; the offset may be omitted (read as UTC) and the separator may be a space. Digits are ASCII
+# [0-9], as RFC 3339 says: Python's (and Rust's) \d also matches other scripts' digits, an ECMA 262 \d (the schema's
+# regex dialect) does not.
 TS_PATTERN = (
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ]([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{1,9})?"
-    r"([Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(\.[0-9]{1,9})?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
 _TS_RE = re.compile(TS_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -142,7 +144,7 @@ def parse_ts(value: Any, name: str = "ts") -> int:
     if isinstance(value, bool):
         raise _Bad("bad_timestamp", f"{name} is a boolean")
     if isinstance(value, int | float):
-        if not (math.isfinite(value) and 0 <= value < EPOCH_MAX_S):
+        if not (0 <= value < EPOCH_MAX_S and math.isfinite(value)):  # range first: a huge int has no float
             raise _Bad("bad_timestamp", f"{name} {value!r} is not epoch seconds in [0, {EPOCH_MAX_S})")
         return value * 1_000_000 if isinstance(value, int) else round(value * 1e6)
     if not isinstance(value, str):
@@ -156,11 +158,13 @@ def parse_ts(value: Any, name: str = "ts") -> int:
         t = datetime(int(y), int(mo), int(d), int(hh), int(mm), int(ss), micro, tzinfo=UTC)
     except ValueError as exc:
         raise _Bad("bad_timestamp", f"{name} {value[:40]!r}: {exc}") from None
-    if off and off not in ("Z", "z"):
-        sign = 1 if off[0] == "+" else -1
-        t -= sign * timedelta(hours=int(off[1:3]), minutes=int(off[4:6]))
     delta = t - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if off and off not in ("Z", "z"):
+        # in integers, not datetimes: an offset may carry 0001-01-01 or 9999-12-31 past datetime's range
+        sign = 1 if off[0] == "+" else -1
+        us -= sign * (int(off[1:3]) * 3600 + int(off[4:6]) * 60) * 1_000_000
+    return us
 
 
 def _check_value(name: str, kind: str, rng: Range | None, value: Any) -> Any:
@@ -186,7 +190,11 @@ def _check_value(name: str, kind: str, rng: Range | None, value: Any) -> Any:
         return [_check_value(f"{name}[{i}]", item_kind, rng, v) for i, v in enumerate(value)]
     if rng is not None:
         low, high, low_open = rng
-        if not math.isfinite(value):  # a literal too large for a double (1e400) reads as infinity
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer literal too large for a double (10**400)
+            finite = False
+        if not finite:  # a literal too large for a double (1e400) reads as infinity
             raise _Bad("out_of_range", f"{name} is too large to be a finite number")
         if value < low or value > high or (low_open and value == low):
             bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"

@@ -654,3 +654,20 @@ def test_an_empty_folder_is_said_to_be_empty(run: Any, db: Path, tmp_path: Path)
     result = run("ingest", folder, "--db", db)
     assert result.exit_code == 0
     assert f"{folder}: no files in this folder (hidden files are skipped)" in result.stderr
+
+
+def test_redact_keeps_no_text_in_rejects(run: Any, db: Path, tmp_path: Path) -> None:
+    """--redact stored the prompt of a rejected line verbatim in rejects.raw."""
+    f = write_lines(
+        tmp_path / "t.jsonl",
+        [request("a", tau="4", prompt="my card is 4111", output="noted 4111"), '{"prompt": "4111 cut short'],
+    )
+    ingest_json(run, f, "--db", db, "--redact")
+    raws = query(db, "select raw from rejects order by line")
+    assert [json.loads(raws[0][0])[k] for k in ("prompt", "output", "tau")] == [
+        "[redacted]",
+        "[redacted]",
+        "4",
+    ]
+    assert raws[1] == ("",)
+    assert b"4111" not in db.read_bytes()

@@ -25,6 +25,7 @@ from specdiag.traceformat import (
     REQUEST_REQUIRED,
     STEP_FIELDS,
     STEP_REQUIRED,
+    TS_PATTERN,
     Invalid,
     Record,
     parse_ts,
@@ -308,3 +309,71 @@ def test_a_number_too_large_for_a_double_says_so() -> None:
     got = validate_line(line)
     assert isinstance(got, Invalid) and got.reason == "out_of_range"
     assert got.detail == "latency_ms is too large to be a finite number"
+
+
+def test_epoch_micro_and_nanoseconds_are_bad_timestamps_not_a_crash() -> None:
+    """A ts logged in µs or ns (or any number whose microseconds pass int64) made the fast path's cast fail for the
+    whole block (polars InvalidOperationError, ingest aborted); a huge integer crashed the validator (OverflowError)."""
+    bad = [1740830400 * 10**6, 1740830400 * 10**9, 1e20, -1e30]
+    lines = [req(request_id="good").encode()] + [
+        req(request_id=f"b{i}", ts=t).encode() for i, t in enumerate(bad)
+    ]
+    rows = parse_block(_block(b"\n".join(lines) + b"\n"))
+    assert rows.requests["request_id"].to_list() == ["good"]
+    assert [r.reason for r in rows.rejects] == ["bad_timestamp"] * len(bad)
+    got = validate_line(req().encode().replace(b'"ts": "2025-03-01T12:00:00Z"', b'"ts": 1' + b"0" * 400))
+    assert isinstance(got, Invalid) and got.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize("name", ["temperature", "latency_ms", "quality", "tau"])
+def test_an_integer_too_large_for_a_double_is_out_of_range(name: str) -> None:
+    """10**400 is a JSON integer: math.isfinite raised OverflowError on it and ingest crashed."""
+    line = req().rstrip().removesuffix("}").encode() + f', "{name}": 1{"0" * 400}}}'.encode()
+    got = validate_line(line)
+    assert isinstance(got, Invalid) and got.reason == "out_of_range", got
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0001-01-01T00:00:00+01:00", -62135600400000000), ("9999-12-31T23:59:59-01:00", 253402304399000000)],
+)
+def test_an_offset_past_the_ends_of_the_calendar(text: str, expected: int) -> None:
+    """Valid RFC 3339 whose UTC instant falls in year 0 or 10000: the fast path stored it, the validator crashed
+    (datetime OverflowError), so the same line ingested or crashed depending on its neighbours."""
+    assert parse_ts(text) == expected
+    value, ok = ingest_trace.ts_us("ts", pl.String)
+    assert pl.DataFrame({"ts": [text]}).select(value, ok.alias("ok")).row(0) == (expected, True)
+    lines = [req(ts=text).encode(), b"{bad"]  # the bad line sends the block to the validator
+    rows = parse_block(_block(b"\n".join(lines) + b"\n"))
+    assert rows.requests["ts_us"].to_list() == [expected]
+
+
+def test_timestamp_digits_are_ascii() -> None:
+    """RFC 3339 digits are ASCII; Python's \\d took Arabic-Indic digits, which the schema (ECMA 262 regex) refuses."""
+    text = "\u0662\u0660\u0662\u0665-03-01T12:00:00Z"
+    got = validate_line(req(ts=text).encode())
+    assert isinstance(got, Invalid) and got.reason == "bad_timestamp"
+    schema = json.loads((DOCS / "trace-format.schema.json").read_text(encoding="utf-8"))
+    assert not jsonschema.Draft202012Validator(schema).is_valid(json.loads(req(ts=text)))
+    assert schema["$defs"]["request"]["properties"]["ts"]["anyOf"][0]["pattern"] == TS_PATTERN
+
+
+def test_fast_path_keeps_extra_fields_as_written() -> None:
+    """The columnar reader merges a field's types over the block: an integer became a double (3 -> 3.0, digits
+    past 2**53 lost), an object got every key seen in the block (null where the line had none), and polars renamed
+    an empty key to column_<i>. Rows whose extra it would write differently go to the line validator."""
+    lines = [
+        req(request_id="a", score=3, meta={"a": 1}, big=2**54 + 1, steps=[{**STEP, "m": {"x": 1}, "v": 2}]),
+        req(request_id="b", score=3.5, meta={"b": 2}, big=1.5, steps=[{**STEP, "m": {"y": 1}, "v": 2.5}]),
+        flat(request_id="a", step=1, m={"x": 1}, v=4),
+        flat(request_id="a", step=2, m={"y": 1}, v=0.5),
+        req(request_id="c", **{"": 1}),
+    ]
+    raw = [line.encode() for line in lines]
+    rows = parse_block(_block(b"\n".join(raw) + b"\n"))
+    slow_requests, slow_steps = _frames_by_line(raw)
+    assert rows.requests["extra"].to_list() == slow_requests["extra"].to_list()
+    assert rows.requests["extra"].to_list()[0] == '{"score":3,"meta":{"a":1},"big":18014398509481985}'
+    assert rows.requests["extra"].to_list()[2] == '{"":1}'
+    key = ["line", "step"]
+    assert rows.steps.sort(key)["extra"].to_list() == slow_steps.sort(key)["extra"].to_list()
