@@ -394,10 +394,10 @@ def _extra_json(df: pl.DataFrame, known: set[str]) -> pl.Expr:
 def _inexact(e: pl.Expr, dtype: Any) -> pl.Expr | None:
     """Where the JSON ``_extra_json`` writes for a value of ``dtype`` may differ from the value as written (None:
     nowhere): a whole number in a float column (an integer the reader widened because another line had a
-    fraction: 3 would become 3.0, and digits past 2**53 would be lost), and an object with a null member (the
+    fraction: 3 would become 3.0, and digits past 2**53 would be lost), an infinity, and an object with a null member (the
     reader gives each object every key seen in the block, so a key the line did not have reads as null)."""
-    if dtype.is_float():
-        return e.is_finite() & (e == e.floor())
+    if dtype.is_float():  # an infinity (1e400 as written) is a reject, which the validator gives
+        return (e.is_finite() & (e == e.floor())) | e.is_infinite()
     if isinstance(dtype, pl.List):
         inner = _inexact(pl.element(), dtype.inner)
         return None if inner is None else e.list.eval(inner).list.any()

@@ -229,9 +229,14 @@ def _normalise(
             raise _Bad("missing_field", f"{what}{name} is empty")
     if out.get("accepted", 0) > out.get("drafted", math.inf):
         raise _Bad("accepted_gt_drafted", f"{what}accepted={out['accepted']} > drafted={out['drafted']}")
-    out["extra"] = (
-        json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra else None
-    )  # as the fast path writes it
+    try:  # as the fast path writes it
+        out["extra"] = (
+            json.dumps(extra, ensure_ascii=False, separators=(",", ":"), allow_nan=False) if extra else None
+        )
+    except ValueError:  # a literal too large for a double (1e400) has no JSON text to keep
+        raise _Bad(
+            "out_of_range", f"{what}a field outside the format is too large to be a finite number"
+        ) from None
     return out
 
 

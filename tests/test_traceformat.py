@@ -377,3 +377,16 @@ def test_fast_path_keeps_extra_fields_as_written() -> None:
     assert rows.requests["extra"].to_list()[2] == '{"":1}'
     key = ["line", "step"]
     assert rows.steps.sort(key)["extra"].to_list() == slow_steps.sort(key)["extra"].to_list()
+
+
+def test_an_extra_number_too_large_for_a_double_is_rejected_by_both_paths() -> None:
+    """An extra ``1e400`` was kept as ``Infinity`` (not JSON) by the validator and as null by the block path."""
+    raw = [
+        req(request_id="a", x=1.5).encode(),
+        req(request_id="b", x=0).replace('"x": 0', '"x": 1e400').encode(),
+    ]
+    got = validate_line(raw[1])
+    assert isinstance(got, Invalid) and got.reason == "out_of_range"
+    rows = parse_block(_block(b"\n".join(raw) + b"\n"))
+    assert rows.requests["request_id"].to_list() == ["a"]
+    assert [r.reason for r in rows.rejects] == ["out_of_range"]
