@@ -29,7 +29,15 @@ from specdiag.acceptance import conditional_acceptance, counts_by_unit, hazard_m
 from specdiag.costs import COST_SUMS, CostFit, all_cost_fits, fit_from_sums, fit_from_unit_sums
 from specdiag.errors import UsageError
 from specdiag.queries import find_query
-from specdiag.speedup import MAX_TAU, CostModel, alpha_from_mal, best_tau, expected_tokens, speedup_curve
+from specdiag.speedup import (
+    MAX_TAU,
+    TAU_LIMIT,
+    CostModel,
+    alpha_from_mal,
+    best_tau,
+    expected_tokens,
+    speedup_curve,
+)
 
 # columns of `requests` that --by may name (identifiers are never taken from user text)
 SEGMENT_COLUMNS = ("task", "target_model", "draft_model", "temperature", "top_p", "acceptance", "source")
@@ -473,6 +481,10 @@ def _recommend_group(
         p_best = float(np.mean(np.argmax(np.round(finite, 12), axis=1) == tau)) if finite.shape[0] else None
     current = min(current_tau, max_tau)
     notes = []
+    if current_tau > max_tau:
+        notes.append(
+            f"the logged tau {current_tau} is beyond the largest tau modelled ({TAU_LIMIT}): read as {current}"
+        )
     if current == 0:  # speculative steps but no configured tau > 0 logged: the longest draft seen stands in
         current = int(np.flatnonzero(est.at_risk > 0).max()) + 1 if (est.at_risk > 0).any() else 0
         notes.append(f"no configured tau logged: current tau {current} is the longest draft seen")
@@ -582,6 +594,10 @@ def _recommendations(
     if cost_ratio is not None:
         _check_cost(cost_ratio)
     rng = np.random.default_rng(seed)
+    groups = _groups(con, by)
+    current = {key: g.tau for key, g in groups.items()}
+    # the curve and the search reach the logged tau (up to TAU_LIMIT): the current speedup is the current tau's
+    max_tau = max(max_tau, min(max(current.values(), default=0), TAU_LIMIT))
     deployments, batches = _load_units(con, by, max_tau)
     fitted: dict[str, CostFit] = {}
     for dep, units in deployments.items():
@@ -592,8 +608,6 @@ def _recommendations(
     if cost_ratio is not None:
         given = CostModel(floor_ms=1.0, compute_ms=0.0, draft_ms_per_token=cost_ratio)
         fits = {dep: CostFit(given, "given", 0, True, 1.0) for dep in deployments}
-    groups = _groups(con, by)
-    current = {key: g.tau for key, g in groups.items()}
     out = []
     for dep, units in deployments.items():
         fit = fits.get(dep)
@@ -676,6 +690,7 @@ def recommend_report(
     by = _check_by(by)
     scored, skipped = _split(_recommendations(con, by, max_tau, n_boot, seed, cost_ratio))
     report: dict[str, Any] = {"recommendations": [_public(r) for r in scored], "skipped": skipped}
+    max_tau = max([max_tau] + [r["current_tau"] for r in scored])  # as the curves: up to the logged tau
     report["policies"] = policies.evaluate_policies(con, scored, max_tau, seed)
     report["drafts"] = policies.rank_drafts(report["recommendations"]) + policies.replay_drafts(con)
     if budget is not None:

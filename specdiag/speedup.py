@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.polynomial import polynomial as P
 
-MAX_TAU = 16
+MAX_TAU = 16  # the default --max-tau
+TAU_LIMIT = 64  # the largest tau recommend models (--max-tau, --tau, a logged tau)
 
 
 def expected_tokens_iid(alpha: float, tau: int) -> float:

@@ -344,6 +344,19 @@ def test_draft_bottleneck_defers_to_the_curve_when_acceptance_falls_with_positio
     assert "cannot help" in bottleneck["poor"]
 
 
+def test_a_logged_tau_beyond_max_tau_is_modelled_as_logged(run, db: Path) -> None:
+    """tau 12 logged, --max-tau 8: current_tau and current_speedup were silently those of tau 8."""
+    con = connect(db)
+    write_fleet(con, Fleet("wide", DECAY, COST, tau=12, requests=100), np.random.default_rng(4))
+    (rec,) = recommend_from_store(con, max_tau=8, n_boot=0)
+    (full,) = recommend_from_store(con, max_tau=12, n_boot=0)
+    report = recommend_report(con, max_tau=8, n_boot=0)
+    con.close()
+    assert rec["current_tau"] == 12 and len(rec["curve"]) == 13
+    assert rec["current_speedup"] == pytest.approx(full["current_speedup"])
+    assert report["policies"] and "Traceback" not in run("recommend", "--db", db, "--max-tau", "8").stderr
+
+
 def test_verify_times_all_zero_are_no_cost_model(run, db: Path) -> None:
     """verify_ms = 0 on every step (valid in the trace format: a timer that never ran) made t_target(1) = 0 and
     recommend (and diagnose, which calls it) died on a ZeroDivisionError: the deployment is skipped instead."""

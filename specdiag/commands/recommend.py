@@ -12,7 +12,7 @@ from specdiag import recommend as lib
 from specdiag.errors import UsageError
 from specdiag.options import by_option, db_option, json_option
 from specdiag.output import emit_json, message, out_console, plain
-from specdiag.speedup import MAX_TAU
+from specdiag.speedup import MAX_TAU, TAU_LIMIT
 from specdiag.store import connect
 
 
@@ -25,9 +25,15 @@ from specdiag.store import connect
     help="c = draft forward time / target forward time. With --alpha: analytic mode. "
     "From the store: overrides the fitted costs (verification then assumed free).",
 )
-@click.option("--tau", type=click.IntRange(0, None), help="Analytic mode: also report this tau's figures.")
 @click.option(
-    "--max-tau", type=click.IntRange(1, 64), default=MAX_TAU, show_default=True, help="Largest tau."
+    "--tau", type=click.IntRange(0, TAU_LIMIT), help="Analytic mode: also report this tau's figures."
+)
+@click.option(
+    "--max-tau",
+    type=click.IntRange(1, TAU_LIMIT),
+    default=MAX_TAU,
+    show_default=True,
+    help="Largest tau searched (the curve also reaches a larger logged tau).",
 )
 @click.option(
     "--budget",
