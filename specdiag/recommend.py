@@ -639,14 +639,14 @@ def _recommendations(
                     current.get(key, 0), batches.get(dep, []), max_tau,
                 )
             )  # fmt: skip
-    known = {dep for dep, units in deployments.items() if units.groups}
-    return out + _without_units(by, {key: g for key, g in groups.items() if key[0] not in known})
+    covered = {key for units in deployments.values() for key in units.groups}
+    return out + _without_units(by, {key: g for key, g in groups.items() if key not in covered})
 
 
 def _without_units(by: tuple[str, ...], groups: dict[tuple[Any, ...], _Group]) -> list[dict[str, Any]]:
-    """Skipped rows for the groups of deployments with no acceptance units at all: speculative requests logged with
-    totals only (no steps, no per-position counts), tau = 0 control traffic only, or engine windows without token
-    counts. Without these rows such a deployment would vanish from the output without a word."""
+    """Skipped rows for the groups (deployments, or segments with --by) with no acceptance units: speculative
+    requests logged with totals only (no steps, no per-position counts), tau = 0 control traffic only, or engine
+    windows without token counts. Without these rows such a group would vanish from the output without a word."""
     out = []
     for key, g in groups.items():
         if g.requests == 0:

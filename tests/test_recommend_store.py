@@ -542,6 +542,23 @@ def test_deployments_without_acceptance_units_are_skipped_with_a_reason(db: Path
     assert skipped["current_tau"] == 4 and "totals only" in skipped["reason"]
 
 
+def test_a_segment_without_acceptance_units_is_skipped_beside_its_deployments_others(db: Path) -> None:
+    """--by task: a task with tau = 0 control traffic only, in a deployment whose other task has steps, vanished
+    from both the recommendations and skipped."""
+    con = connect(db)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=30), np.random.default_rng(8))
+    write_fleet(
+        con,
+        Fleet("chat", DECAY, COST, tau=4, requests=10, task="code", control_share=1.0),
+        np.random.default_rng(9),
+    )
+    report = recommend_report(con, by=["task"], n_boot=0)
+    con.close()
+    assert [r["segment"] for r in report["recommendations"]] == [{"task": "chat"}]
+    (skipped,) = report["skipped"]
+    assert skipped["segment"] == {"task": "code"} and "control only" in skipped["reason"]
+
+
 def test_engine_windows_without_counts_are_skipped_beside_other_deployments(run, db: Path) -> None:
     """In a store with other deployments, a deployment known only from SGLang windows is listed under skipped."""
     con = connect(db)
