@@ -23,9 +23,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -51,6 +52,7 @@ _CONTINUATION = re.compile(r"^--\s{2,}(\S.*?)\s*$")  # an indented comment line 
 _PARAM = re.compile(r"^\$?(?P<name>[a-z_][a-z0-9_]*)\s*(?:\((?P<inside>[^)]*)\))?\s*(?::\s*(?P<doc>.*))?$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _DOLLAR = re.compile(r"\$([a-z_][a-z0-9_]*)")
+_ZONE_SUFFIX = re.compile(r"^(?P<time>.*\d)\s*(?P<zone>[A-Za-z][A-Za-z0-9_+\-/]*)$")  # "2025-03-01 10:00 CET"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,10 @@ def set_params(con: duckdb.DuckDBPyConnection, query: Query, values: dict[str, s
         # name and type come from the header (checked by _PARAM and PARAM_TYPES); the value is bound
         sql = f"set variable {param.name} = cast($value as {PARAM_TYPES[param.type]})"
         if param.type == "timestamp":
-            value = _utc(value)
+            try:
+                value = _utc(value)
+            except ValueError as exc:
+                raise InputError(f"-p {name} {value!r}: not a valid timestamp ({exc})") from exc
         try:
             con.execute(sql, {"value": value})
         except duckdb.ConversionException as exc:
@@ -173,15 +178,30 @@ def set_params(con: duckdb.DuckDBPyConnection, query: Query, values: dict[str, s
 
 
 def _utc(value: str) -> str:
-    """A timestamp written with an offset as the UTC time it names (the store's times are UTC, and DuckDB's cast to
-    timestamp drops the offset); any other text as given, for DuckDB to read or refuse."""
+    """A timestamp written with an offset or a time zone name as the UTC time it names (the store's times are UTC,
+    and DuckDB's cast to timestamp drops the offset, and any word after the time: "10:00 America/New_York" and
+    "10:00 XYZ" both read 10:00); any other text as given, for DuckDB to read or refuse. An unknown zone name, or one
+    after a time Python cannot read, is a ValueError."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        return value
+        zoned = _ZONE_SUFFIX.match(value.strip())
+        if zoned is None:
+            return value
+        parsed = datetime.fromisoformat(zoned["time"].strip())
+        if parsed.tzinfo is not None:
+            raise ValueError("both an offset and a time zone name") from None
+        parsed = parsed.replace(tzinfo=_zone(zoned["zone"]))
     if parsed.tzinfo is None:
         return value
     return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return UTC if name.upper() == "Z" else ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
 
 
 @contextmanager
@@ -243,7 +263,12 @@ def _statement(sql: str) -> str:
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
     try:
-        return con.sql(sql, params=params or None).to_arrow_table()
+        relation = con.sql(sql, params=params or None)
+        if relation is None:  # a statement without a result (only comments, say): no rows, as _fetch gives
+            import pyarrow as pa
+
+            return pa.table({})
+        return relation.to_arrow_table()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"sql: {first}") from exc
@@ -266,7 +291,12 @@ def _fetch(
     cursor = _execute(con, sql, params)
     if cursor is None or cursor.description is None:  # a statement without a result (only comments, say)
         return [], []
-    return [d[0] for d in cursor.description], cursor.fetchall()
+    try:  # an error in a later chunk of the result (a cast, error()) surfaces only while fetching
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"sql: {first}") from exc
+    return [d[0] for d in cursor.description], rows
 
 
 def records(columns: list[str], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -384,6 +384,11 @@ def connect(
             ) from exc
         raise StoreError(f"cannot open database {db}: {text}") from exc
     except duckdb.Error as exc:
+        # a CSV or JSON file, which DuckDB opens as an in-memory database (refused read-only)
+        if read_only and "in-memory database" in _first_line(exc):
+            raise StoreError(
+                f"{db} is not a DuckDB database file", hint="pass --db with a .duckdb file"
+            ) from exc
         raise StoreError(f"cannot open database {db}: {_first_line(exc)}") from exc
     # DuckDB's own progress bar would interleave with ours on stderr.
     con.execute("set enable_progress_bar = false")

@@ -319,6 +319,10 @@ def test_a_db_path_naming_a_data_file_is_refused_untouched(run: Any, tmp_path: P
     out = run("ingest", ROOT / "examples" / "flat-steps.jsonl", "--db", victim)
     assert out.exit_code == 4 and "is not a DuckDB database file" in out.stderr
     assert victim.read_bytes() == content
+    # read-only commands said "Cannot launch in-memory database in read-only mode!"
+    out = run("summary", "--db", victim)
+    assert out.exit_code == 4 and out.stderr.startswith(f"error: {victim} is not a DuckDB database file")
+    assert victim.read_bytes() == content
 
 
 def test_closed_stdin_is_a_one_line_error(tmp_path: Path) -> None:

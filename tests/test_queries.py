@@ -397,6 +397,9 @@ def test_dollar_placeholders_are_bound_from_typed_variables(tmp_path: Path) -> N
         ("2026-11-22T22:00:00-08:00", datetime(2026, 11, 23, 6, 0)),
         ("2026-11-22T22:00Z", datetime(2026, 11, 22, 22, 0)),
         ("2026-11-22 22:00", datetime(2026, 11, 22, 22, 0)),  # no offset: UTC, as the store's times
+        # a zone name: DuckDB's cast read both as 22:00 (it drops any word after the time)
+        ("2026-11-22 22:00 America/New_York", datetime(2026, 11, 23, 3, 0)),
+        ("2026-11-22 22:00:00 CET", datetime(2026, 11, 22, 21, 0)),
     ],
 )
 def test_timestamp_parameters_with_an_offset_mean_that_instant(
@@ -409,6 +412,100 @@ def test_timestamp_parameters_with_an_offset_mean_that_instant(
     )
     q = queries.parse_header(path, path.read_text())
     assert queries.run_query(duckdb.connect(), q, {"since": value})[1] == [(utc,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("2026-11-22 22:00 XYZ", "unknown time zone 'XYZ'"),  # DuckDB read 22:00 UTC
+        ("2026-11-22 10:00 pm", "unknown time zone 'pm'"),  # DuckDB read 10:00
+        ("2026-11-22 22:00+01 CET", "both an offset and a time zone name"),
+    ],
+)
+def test_timestamp_parameters_with_an_unknown_zone_are_refused(tmp_path: Path, value: str, why: str) -> None:
+    path = tmp_path / "t.sql"
+    path.write_text(
+        "-- name: t\n-- description: t\n-- grain: one row\n-- params: $since (timestamp)\n"
+        "-- columns: since\nselect $since as since\n"
+    )
+    q = queries.parse_header(path, path.read_text())
+    with pytest.raises(InputError, match=f"not a valid timestamp \\({why}\\)"):
+        queries.run_query(duckdb.connect(), q, {"since": value})
+
+
+def test_query_list_honours_out(run, tmp_path: Path) -> None:
+    """--list printed to stdout whatever --out said (and a table for --format parquet)."""
+    out = tmp_path / "list.csv"
+    got = run("query", "--list", "--format", "csv", "--out", out)
+    assert got.exit_code == 0 and got.stdout == "" and out.read_text().startswith("name,description,")
+    for fmt in ("parquet", "table"):
+        got = run("query", "--list", "--format", fmt, "--out", tmp_path / "list.x")
+        assert got.exit_code == 2 and got.stdout == "" and not (tmp_path / "list.x").exists()
+
+
+def test_duplicate_parameters_are_a_usage_error(run, store: Path) -> None:
+    """The first value was dropped without a word: `-p deployment a -p deployment b` read as b alone."""
+    got = run(
+        "query", "acceptance_by_segment", "-p", "deployment", "chat", "-p", "deployment", "x", "--db", store
+    )
+    assert got.exit_code == 2 and got.stderr.startswith("error: -p deployment given more than once")
+
+
+def test_an_error_in_a_later_chunk_of_the_result_is_an_sql_error(run, store: Path) -> None:
+    """DuckDB raises some errors only while the rows are fetched: they were 'error: database:' with exit 4 (a
+    store error), where the same error in the first chunk was 'error: sql:' with exit 3."""
+    late = "select case when range >= 4999 then cast('x' || range as int) end as v from range(5000)"
+    for fmt in ("table", "csv"):
+        got = run("sql", late, "--db", store, "--format", fmt)
+        assert got.exit_code == 3 and got.stderr.startswith("error: sql: Conversion Error"), got.stderr
+
+
+def test_sql_parquet_of_a_statement_without_a_result(run, store: Path, tmp_path: Path) -> None:
+    """A comment-only statement gives {"rows": []} as JSON; as Parquet it was an AttributeError traceback."""
+    out = tmp_path / "none.parquet"
+    got = run("sql", "/* nothing */", "--db", store, "--format", "parquet", "--out", out)
+    assert got.exit_code == 0, got.stderr
+    assert pq.read_table(out).num_rows == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_out_never_overwrites_the_store(run, tmp_path: Path, fmt: str) -> None:
+    """`--out` naming the store (or a link to it, or its WAL) replaced the store of a read-only command."""
+    db = tmp_path / "store.duckdb"
+    build_store(db).close()
+    before = db.read_bytes()
+    (tmp_path / "link.duckdb").symlink_to(db)
+    for out in (db, tmp_path / "link.duckdb", tmp_path / "store.duckdb.wal"):
+        for argv in (("sql", "select 1 as x"), ("query", "audit_request_totals")):
+            got = run(*argv, "--db", db, "--format", fmt, "--out", out)
+            assert got.exit_code == 2 and "it would be overwritten" in got.stderr, (argv, out, got.stderr)
+    assert db.read_bytes() == before and not (tmp_path / "store.duckdb.wal").exists()
+
+
+def test_sql_cannot_turn_on_settings_that_write_files(run, store: Path) -> None:
+    """`call enable_logging(storage='file', ...)` aborted the process (SIGABRT, exit 134) under the disabled external
+    access; profiling_output failed as a store error. Settings are locked, the display ones excepted."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for statement in (
+        f"call enable_logging(storage='file', storage_path='{store.parent / 'logs'}'); select 1",
+        f"pragma enable_profiling='json'; set profiling_output='{store.parent / 'p.json'}'; select 1",
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "specdiag", "sql", statement, "--db", str(store)],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+            timeout=120,
+        )
+        assert done.returncode == 3 and done.stderr.startswith("error: sql:"), (done.returncode, done.stderr)
+        assert "configuration has been locked" in done.stderr
+    assert not (store.parent / "logs").exists() and not (store.parent / "p.json").exists()
+    tz = run("sql", "set timezone = 'Europe/Berlin'; select current_setting('timezone') as tz", "--db", store,
+             "--format", "csv")  # fmt: skip
+    assert tz.exit_code == 0 and tz.stdout == "tz\nEurope/Berlin\n", tz.stderr
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

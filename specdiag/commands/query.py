@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -15,7 +16,7 @@ from specdiag import queries
 from specdiag.errors import InputError, UsageError
 from specdiag.options import db_option
 from specdiag.output import message, out_console, plain
-from specdiag.store import connect
+from specdiag.store import connect, resolve_db
 
 
 def _format_option(func: Any) -> Any:
@@ -59,12 +60,16 @@ def query(
 ) -> None:
     """Run the named query queries/NAME.sql against the store (parameter values are always bound)."""
     if list_:
-        _list(fmt)
+        _list(fmt, out)
         return
     if not name:
         raise UsageError("give a query NAME or --list", hint="specdiag query --list")
     q = queries.find_query(name)
     values = dict(params)
+    if len(values) < len(params):
+        twice = sorted({n for n, _ in params if sum(m == n for m, _ in params) > 1})
+        raise UsageError(f"-p {', '.join(twice)} given more than once", hint="give each parameter once")
+    _check_out(out, db)
     con = connect(db, read_only=True)
     try:
         if fmt == "parquet":
@@ -84,8 +89,16 @@ def query(
 @_out_option
 def sql(statement: str, db: str | None, fmt: str, out: Path | None) -> None:
     """Run ad-hoc SQL against the store, opened read-only (no file reads or writes outside it either)."""
+    _check_out(out, db)
     con = connect(db, read_only=True)
     con.execute("set enable_external_access = false")  # no COPY TO, ATTACH or reads of other files
+    # nor settings that name files: `call enable_logging(storage='file', ...)` then aborts the whole process
+    # (SIGABRT in DuckDB 2.0), and profiling_output fails only while the result is read. Display settings stay free.
+    try:
+        con.execute("set allowed_configs = ['timezone', 'calendar']")
+    except duckdb.Error:  # a DuckDB without the option: those are locked too
+        pass
+    con.execute("set lock_configuration = true")
     try:
         if fmt == "parquet":
             _write_parquet(queries.sql_arrow(con, statement), out)
@@ -96,7 +109,23 @@ def sql(statement: str, db: str | None, fmt: str, out: Path | None) -> None:
     _render(columns, rows, fmt, out, title=None)
 
 
-def _list(fmt: str) -> None:
+def _check_out(out: Path | None, db: str | None) -> None:
+    """--out must not name the store (or its write-ahead log): a read-only command would overwrite it."""
+    if out is None:
+        return
+    store = resolve_db(db)
+    for target in (store, store.with_name(store.name + ".wal")):
+        if out.resolve() == target.resolve() or (out.exists() and target.exists() and out.samefile(target)):
+            raise UsageError(
+                f"--out {out} is the store {store}: it would be overwritten", hint="pass another --out"
+            )
+
+
+def _list(fmt: str, out: Path | None) -> None:
+    if fmt == "parquet":
+        raise UsageError("--list writes a table, csv or json", hint="--list --format csv --out FILE")
+    if fmt == "table" and out is not None:
+        raise UsageError("--out needs --format csv or json with --list")
     found = queries.list_queries()
     if fmt in ("json", "csv"):
         columns = ["name", "description", "grain", "params", "columns"]
@@ -110,7 +139,7 @@ def _list(fmt: str) -> None:
             )
             for q in found
         ]
-        _render(columns, rows, fmt, None, title=None)
+        _render(columns, rows, fmt, out, title=None)
         return
     table = Table(title="queries", show_lines=False)
     for col in ("name", "description", "parameters"):
