@@ -46,7 +46,7 @@ SUMMARIES: dict[str, str] = {
     "whether the output is exactly the target's own.",
     "report": "Write an HTML report: findings, acceptance and speedup charts, recommendations, replays, data quality.",
     "simulate": "Simulate a speculative-decoding fleet with known incidents.",
-    "sql": "Run ad-hoc SQL against the store, opened read-only (no file reads or writes outside it either).",
+    "sql": "Run ad-hoc SQL against the store, opened read-only (the SQL reads and writes no other file).",
     "summary": "Requests, verify steps, acceptance rate, MAL and alpha per deployment and source (trace or engine).",
 }
 

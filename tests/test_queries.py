@@ -535,3 +535,10 @@ def test_request_ratios_use_only_records_with_both_counts(tmp_path: Path) -> Non
         assert (row["verify_steps"], row["drafted"], row["accepted"]) == (50, 40, 50), name  # columns sum all
         assert row["acceptance_rate"] == pytest.approx(20 / 40), name
         assert row["mean_acceptance_length"] == pytest.approx(1 + (20 + 30) / (10 + 10)), name
+
+
+def test_out_dash_is_stdout(run, store: Path) -> None:
+    """`--out -` means stdout, as for flag; it wrote a file named "-"."""
+    res = run("sql", "select 42 as answer", "--db", store, "--format", "csv", "--out", "-")
+    assert res.exit_code == 0 and res.stdout.splitlines() == ["answer", "42"]
+    assert not Path("-").exists()

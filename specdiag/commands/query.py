@@ -34,8 +34,9 @@ def _out_option(func: Any) -> Any:
     return click.option(
         "--out",
         "out",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Write to FILE instead of stdout.",
+        type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+        callback=lambda _ctx, _param, value: None if value == Path("-") else value,  # "-": stdout, as flag's
+        help="Write to FILE instead of stdout (- for stdout).",
     )(func)
 
 
@@ -88,7 +89,7 @@ def query(
 @_format_option
 @_out_option
 def sql(statement: str, db: str | None, fmt: str, out: Path | None) -> None:
-    """Run ad-hoc SQL against the store, opened read-only (no file reads or writes outside it either)."""
+    """Run ad-hoc SQL against the store, opened read-only (the SQL reads and writes no other file)."""
     _check_out(out, db)
     con = connect(db, read_only=True)
     con.execute("set enable_external_access = false")  # no COPY TO, ATTACH or reads of other files

@@ -42,6 +42,7 @@ def _typical_option(name: str, default: float, help: str) -> Any:
     "--db",
     type=click.Path(dir_okay=False),
     envvar="SPECDIAG_DB",
+    show_envvar=True,
     help="Store: --finding source, --save target.",
 )
 @click.option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from specdiag.options import db_option, json_option
+from specdiag.options import db_option
 from specdiag.output import emit_json, message
 from specdiag.store import connect
 
@@ -26,7 +26,9 @@ from specdiag.store import connect
     default=None,
     help="Also write each chart as <DIR>/<chart>.png (for tickets and chat).",
 )
-@json_option
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"written": [paths]} on stdout instead of the paths.'
+)
 def report(db: str | None, out: str, png_dir: str | None, as_json: bool) -> None:
     """Write an HTML report: findings, acceptance and speedup charts, recommendations, replays, data quality.
 
