@@ -23,7 +23,7 @@ import torch
 
 from replay.cache import RaggedCache
 from replay.engine import Baseline, Generation, Step, cut_at_eos, record_steps
-from replay.rules import Rule, verify
+from replay.rules import Rule, judging_distribution, verify
 from replay.sampling import Sampling, distribution, sample
 from replay.timing import StageClock
 
@@ -54,17 +54,22 @@ def _verify(
     p: torch.Tensor,
     rows: list[int],
     generators: Generators,
+    judged: torch.Tensor | None = None,
 ) -> tuple[list[int], list[int]]:
     """replay.rules.verify on R rows that drafted the same number of tokens: (accepted, next_token) per row."""
     if isinstance(generators, list):
         pairs = [
-            verify(rule, drafted[r : r + 1], q[r : r + 1], p[r : r + 1], generators[i])
+            verify(rule, drafted[r : r + 1], q[r : r + 1], p[r : r + 1], generators[i], _rows(judged, r))
             for r, i in enumerate(rows)
         ]
         k, t = torch.cat([k for k, _ in pairs]), torch.cat([t for _, t in pairs])
     else:
-        k, t = verify(rule, drafted, q, p, generators)
+        k, t = verify(rule, drafted, q, p, generators, judged)
     return k.tolist(), t.tolist()
+
+
+def _rows(x: torch.Tensor | None, r: int) -> torch.Tensor | None:
+    return None if x is None else x[r : r + 1]
 
 
 def speculative_generate_batch(
@@ -103,11 +108,13 @@ def speculative_generate_batch(
                 target, [[seqs[i][-1], *d.tokens[c]] for c, i in enumerate(live)], vocab_size
             )
             p = distribution(t_logits, sampling)
+            judged = judging_distribution(rule, t_logits, sampling.greedy)
             accepted, next_token = [0] * len(live), [0] * len(live)
             # rows that drafted the same number of tokens verify together
             for size, group in _by_size(n, device):
                 k_g, t_g = _verify(rule, d.ids[group, :size], d.q[group, :size], p[group, : size + 1],
-                                   [live[c] for c in group.tolist()], generators)  # fmt: skip
+                                   [live[c] for c in group.tolist()], generators,
+                                   None if judged is None else judged[group, : size + 1])  # fmt: skip
                 for c, k, t in zip(group.tolist(), k_g, t_g):
                     accepted[c], next_token[c] = k, t
         for size, group in _by_size(n, device):

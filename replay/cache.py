@@ -98,8 +98,11 @@ class RaggedCache:
         ids = torch.tensor([c + [pad_id] * (width - len(c)) for c in chunks], dtype=torch.long, device=device)
         sizes = torch.tensor([len(c) for c in chunks], device=device)
         new_valid = torch.arange(width, device=device) < sizes[:, None]  # (B, W)
-        # (B, W) each row's own positions: its count of valid slots so far (positions given to holes are unused)
-        positions = self.valid.sum(-1, keepdim=True) + torch.arange(width, device=device)
+        # (B, W) each row's own positions: its count of valid slots so far. A hole's position is unused, but it must
+        # stay within the positions the model has (learned position embeddings, as GPT-2's, index a table with it):
+        # a hole repeats the row's last real position instead of counting on past it.
+        last = (sizes[:, None] - 1).clamp_min(0)
+        positions = self.valid.sum(-1, keepdim=True) + torch.minimum(torch.arange(width, device=device), last)
         mask = torch.cat([self.valid, new_valid], dim=1)  # (B, S + W)
         logits = forward(model, ids, self.kv, vocab_size, attention_mask=mask.long(), position_ids=positions)
         self.valid = mask

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from replay.cache import forward, new_cache, rollback
-from replay.rules import Rule, emitted_distribution, total_variation, verify
+from replay.rules import Rule, emitted_distribution, judging_distribution, total_variation, verify
 from replay.sampling import Sampling, distribution, entropy_and_margin, sample
 from replay.timing import StageClock
 
@@ -82,7 +82,9 @@ def speculative_generate(
             p = distribution(t_logits, sampling)
             q = torch.stack(q_rows) if n else p[:0]
             ids = torch.tensor([drafted], dtype=torch.long, device=p.device)  # (1, n)
-            k_t, next_t = verify(rule, ids, q[None], p[None], generator)
+            judged = judging_distribution(rule, t_logits, sampling.greedy)
+            judged = None if judged is None else judged[None]
+            k_t, next_t = verify(rule, ids, q[None], p[None], generator, judged)
         k, next_token = int(k_t), int(next_t)
         q_l = torch.stack(q_logits) if n else t_logits[:0]
         steps += record_steps(
@@ -139,7 +141,9 @@ def record_steps(
     # first rejection).
     p64, q64 = p[:, :n].double(), q.double()
     p64, q64 = p64 / p64.sum(-1, keepdim=True), q64 / q64.sum(-1, keepdim=True)
-    tv = total_variation(emitted_distribution(rule, p64, q64), p64)  # (R, n)
+    judged = judging_distribution(rule, t_logits[:, :n], sampling.greedy)
+    judged64 = None if judged is None else judged.double()
+    tv = total_variation(emitted_distribution(rule, p64, q64, judged64), p64)  # (R, n)
     columns = zip(*(x.tolist() for x in (drafted, q_show, p_show, entropy, margin, tv)))
     for step, (tokens, q_r, p_r, entropy_r, margin_r, tv_r) in zip(steps, columns):
         for i in range(n):

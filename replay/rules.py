@@ -14,7 +14,9 @@ Rules (p: target probability, q: draft probability, both after the same temperat
   a(x) = min(1, p(x) / q(x)), r = norm(max(0, p - q)). Then e = min(p, q) + max(0, p - q) = p: lossless (Thm 3.5's
   argument, Leviathan et al. Appendix A.1).
 - ``typical``: the posterior-threshold rule of Medusa (Cai et al. 2024), as in vLLM's typical acceptance sampler.
-  a(x) = [p(x) > min(epsilon, delta * exp(-H(p)))], r = one-hot(argmax p). Lossy: e differs from p.
+  a(x) = [p(x) > min(epsilon, delta * exp(-H(p)))], r = one-hot(argmax p). Lossy: e differs from p. Greedy
+  (temperature 0), p is one-hot and the rule would be strict; as vLLM does for greedy requests, it then judges
+  drafts by the target's softmax at temperature 1 (:func:`judging_distribution`), and stays lossy.
 When every drafted token is kept, the bonus token is drawn from the target's next distribution p_{n+1} (all rules).
 """
 
@@ -36,6 +38,15 @@ class Rule:
     def __post_init__(self) -> None:
         if self.name not in RULES:
             raise ValueError(f"unknown acceptance rule {self.name!r}; expected one of {', '.join(RULES)}")
+
+
+def judging_distribution(rule: Rule, logits: torch.Tensor, greedy: bool) -> torch.Tensor | None:
+    """What the typical rule judges drafts by when decoding is greedy: the target's softmax at temperature 1, as vLLM
+    computes it for greedy requests (at temperature 0 the one-hot p would make `typical` the strict rule and hide
+    its loss). None otherwise: every rule judges by p itself."""
+    if rule.name != "typical" or not greedy:
+        return None
+    return torch.softmax(logits.float(), dim=-1)
 
 
 def acceptance_probability(rule: Rule, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -65,9 +76,12 @@ def recovery(rule: Rule, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
 
 
-def emitted_distribution(rule: Rule, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """The exact distribution of the token a verified draft position emits: e = q a + (1 - sum q a) r."""
-    kept = q * acceptance_probability(rule, p, q)
+def emitted_distribution(
+    rule: Rule, p: torch.Tensor, q: torch.Tensor, judged: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The exact distribution of the token a verified draft position emits: e = q a + (1 - sum q a) r (a judged by
+    `judged` when given, see judging_distribution)."""
+    kept = q * acceptance_probability(rule, p if judged is None else judged, q)
     return kept + (1.0 - kept.sum(-1, keepdim=True)) * recovery(rule, p, q)
 
 
@@ -82,14 +96,18 @@ def verify(
     q: torch.Tensor,
     p: torch.Tensor,
     generator: torch.Generator | None = None,
+    judged: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the rule on a batch of drafts.
 
     draft_tokens (B, n) drawn from q (B, n, V); p (B, n + 1, V) the target's distributions at the n drafted positions
-    and the bonus position. Returns (accepted (B,): length of the kept prefix, next_token (B,): the target's token).
+    and the bonus position; judged (B, n + 1 or n, V), when given, what the rule judges drafts by instead of p
+    (judging_distribution). Returns (accepted (B,): length of the kept prefix, next_token (B,): the target's token).
     """
     batch, n = draft_tokens.shape
-    a = acceptance_probability(rule, p[:, :n], q).gather(-1, draft_tokens.unsqueeze(-1)).squeeze(-1)  # (B, n)
+    judged = p if judged is None else judged  # what the rule judges drafts by
+    a = acceptance_probability(rule, judged[:, :n], q)
+    a = a.gather(-1, draft_tokens.unsqueeze(-1)).squeeze(-1)  # (B, n)
     u = torch.rand((batch, n), generator=generator, device=p.device, dtype=p.dtype)
     keep = (u < a).long()
     accepted = keep.cumprod(-1).sum(-1)  # (B,) leading run of kept tokens

@@ -274,3 +274,23 @@ def test_ragged_cache_packs_rows_when_holes_fill_it():
         torch.testing.assert_close(
             out[1, 0], forward(model, [7, 8, 10, 11, 12, 13, 15], new_cache(), VOCAB)[0, -1]
         )
+
+
+def test_rows_of_a_learned_position_model_run_up_to_its_last_position():
+    """GPT-2 style models index a table of n_positions embeddings with position_ids. A row near its last position
+    padded to a longer row's chunk used to give its holes positions past the table (IndexError), although the
+    prompt and output fit and batch 1 runs."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def gpt2(seed: int, layers: int) -> GPT2LMHeadModel:
+        torch.manual_seed(seed)
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=2, n_positions=32,
+                            initializer_range=0.4, bos_token_id=None, eos_token_id=None)  # fmt: skip
+        return GPT2LMHeadModel(config).eval().to(DEVICE)  # type: ignore[arg-type]
+
+    pair = gpt2(0, 2), gpt2(1, 1)
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]]
+    new = 32 - len(prompts[0])  # prompt + output fill every position
+    rows = together(pair, prompts, max_new_tokens=new)
+    for i, prompt in enumerate(prompts):
+        assert_same_run(alone(pair, prompt, i, max_new_tokens=new), rows[i])

@@ -166,3 +166,14 @@ def test_exact_tv_is_zero_for_rejection_and_positive_for_typical(models):
     tv_typical = [tv for s in sampled(models, Rule("typical", 0.3, 0.5), 0).steps for tv in s.tv]
     assert tv_rejection and max(tv_rejection) < 1e-9
     assert max(tv_typical) > 1e-3
+
+
+def test_greedy_typical_judges_by_the_target_softmax_and_stays_lossy(models):
+    """At temperature 0 p is one-hot, under which `typical` is the strict rule: replaying the greedy requests of a
+    fast_but_wrong finding (flag's records carry acceptance=typical) reported a lossless match, hiding the incident.
+    As vLLM does for greedy requests, the rule judges drafts by the target's softmax at temperature 1."""
+    runs = [spec(models, "other", prompt, rule=Rule("typical")) for prompt in PROMPTS]
+    assert max(tv for g in runs for s in g.steps for tv in s.tv) == pytest.approx(1.0)
+    assert any(g.token_ids != hf(models, prompt) for g, prompt in zip(runs, PROMPTS))
+    # the strict rule on the same drafts stays exact
+    assert all(spec(models, "other", prompt).token_ids == hf(models, prompt) for prompt in PROMPTS)
