@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from specdiag.errors import InputError
+from specdiag.speedup import TAU_LIMIT
 
 
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:
@@ -73,9 +74,9 @@ def validate_record(obj: Any) -> dict[str, Any]:
         ):
             raise ValueError("prompt_ids must be a non-empty list of non-negative integers")
     if obj.get("tau") is not None and (
-        not isinstance(obj["tau"], int) or isinstance(obj["tau"], bool) or obj["tau"] < 0
+        not isinstance(obj["tau"], int) or isinstance(obj["tau"], bool) or not 0 <= obj["tau"] <= TAU_LIMIT
     ):
-        raise ValueError("tau must be an integer >= 0")
+        raise ValueError(f"tau must be an integer in [0, {TAU_LIMIT}] (as --tau)")
     if obj.get("acceptance") is not None and not isinstance(obj["acceptance"], str):
         raise ValueError("acceptance must be a string (the production rule, e.g. typical)")
     for key, low, high in (("temperature", 0.0, math.inf), ("top_p", 0.0, 1.0)):

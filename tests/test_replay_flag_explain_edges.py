@@ -119,3 +119,12 @@ def test_explain_lists_replays_oldest_first(db: Path) -> None:
         add_replay(con, run_id, T0 + timedelta(minutes=minutes), [(0, 0, 7, "a", 0.5, 0.1, False)])
     sources = [r["source"] for r in explain_request(con, "x")["rejected_tokens"]]
     assert sources == ["replay:zzz-first", "replay:aaa-second"]
+
+
+@pytest.mark.parametrize("tau", [-1, 65, 10**11])
+def test_a_record_tau_out_of_range_is_refused_before_replaying(tmp_path: Path, tau: int) -> None:
+    """tau 1e11 passed, replayed in full, then failed at --save (the store's tau is an INT32)."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt_id": "a", "prompt": "hi", "tau": tau}) + "\n")
+    with pytest.raises(InputError, match=r"tau must be an integer in \[0, 64\]"):
+        read_prompts(path)

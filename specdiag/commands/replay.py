@@ -11,6 +11,7 @@ from rich.table import Table
 
 from specdiag.errors import UsageError
 from specdiag.output import emit_json, message, out_console, plain
+from specdiag.speedup import TAU_LIMIT
 
 
 def _finite(value: float | None) -> float | None:
@@ -49,7 +50,9 @@ def _typical_option(name: str, default: float, help: str) -> Any:
     "--finding", type=int, help="Replay the prompts `specdiag flag --finding N` picks (needs --db)."
 )
 @click.option(
-    "--tau", type=click.IntRange(0, 64), help="Draft tokens per verify step [default: record's, else 4]."
+    "--tau",
+    type=click.IntRange(0, TAU_LIMIT),
+    help="Draft tokens per verify step [default: record's, else 4].",
 )
 @click.option(
     "--temperature",
