@@ -140,17 +140,20 @@ def _load_units(
             batches.setdefault(dep, []).append((int(batch), int(steps)))
     finally:
         con.execute("drop table if exists recommend_histogram")
+    by_dep: dict[str, list[tuple[Any, ...]]] = {}  # each deployment's groups, in the SQL's order
+    for key in acceptance:
+        by_dep.setdefault(key[0], []).append(key)
     out: dict[str, DeploymentUnits] = {}
     for dep in dict.fromkeys([k[0] for k in acceptance] + sorted(costs)):  # in the SQL's group order
-        unit_keys = [acceptance[k][0] for k in acceptance if k[0] == dep]
+        unit_keys = [acceptance[k][0] for k in by_dep.get(dep, [])]
         cost = costs.get(dep)
         if cost is not None:
             unit_keys.append(cost[0])
         keys = _distinct(np.sort(np.concatenate(unit_keys)))  # the deployment's units, sorted
         dep_units = DeploymentUnits(n_units=keys.size)
-        for key, (g_keys, at_risk, accepted) in acceptance.items():
-            if key[0] == dep:
-                dep_units.groups[key] = GroupUnits(np.searchsorted(keys, g_keys), at_risk, accepted)
+        for key in by_dep.get(dep, []):
+            g_keys, at_risk, accepted = acceptance[key]
+            dep_units.groups[key] = GroupUnits(np.searchsorted(keys, g_keys), at_risk, accepted)
         if cost is not None:
             dep_units.costs = CostUnits(np.searchsorted(keys, cost[0]), cost[1], cost[2])
         out[dep] = dep_units
@@ -213,10 +216,17 @@ def _acceptance_units(
     drafted = np.asarray(rows["drafted"], dtype=np.int64)
     accepted = np.asarray(rows["accepted"], dtype=np.int64)
     steps = np.asarray(rows["steps"], dtype=float)
+    # each group's units and histogram rows as slices of one stable sort by group (a mask per group was
+    # groups x rows: minutes for tens of thousands of (deployment, task) groups)
+    unit_order = np.argsort(unit_grp, kind="stable")  # by group, then key order
+    unit_cuts = np.searchsorted(unit_grp[unit_order], np.arange(len(groups) + 1), side="left")
+    row_grp = np.where(known, unit_grp[row_unit] if unit_grp.size else -1, -1)
+    row_order = np.argsort(row_grp, kind="stable")  # by group, then as returned
+    row_cuts = np.searchsorted(row_grp[row_order], np.arange(len(groups) + 1), side="left")
     out = {}
     for grp, *key in groups:
-        members = np.flatnonzero(unit_grp == grp)  # the group's units, in key order
-        in_group = known & (unit_grp[row_unit] == grp)
+        members = unit_order[unit_cuts[grp] : unit_cuts[grp + 1]]  # the group's units, in key order
+        in_group = row_order[row_cuts[grp] : row_cuts[grp + 1]]
         unit = np.searchsorted(members, row_unit[in_group])  # index of each row's unit within the group
         at_risk, acc = counts_by_unit(
             unit, drafted[in_group], accepted[in_group], steps[in_group], members.size, max_pos

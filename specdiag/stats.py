@@ -79,7 +79,7 @@ class Comparison:
 
 
 def stratified(
-    before: np.ndarray, after: np.ndarray
+    before: np.ndarray, after: np.ndarray, pooled_only: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Standardised ratios of two sides at one set of stratum weights, per column: (R_b, se_b, n_b, R_a, se_a, n_a,
     thin).
@@ -102,10 +102,15 @@ def stratified(
     but hold fewer than MIN_REQUESTS requests on a side, the pooled ratios are returned too and ``thin`` is True: a
     scan skips such a split, whose stratified z would rest on a few requests and whose pooled z on the mix. With
     one stratum this is the plain comparison.
+
+    ``pooled_only``: the last stratum row holds the merged sums of strata that can never enter (fewer than
+    2 MIN_STRATUM requests in all): it counts in the pooled ratios only (see ``sparse_strata``).
     """
     rb, sb = ratio_arrays(*before)
     ra, sa = ratio_arrays(*after)
     ok = (before[0] >= MIN_STRATUM) & (after[0] >= MIN_STRATUM)
+    if pooled_only:
+        ok[-1] = False
     ok &= np.isfinite(rb) & np.isfinite(ra) & np.isfinite(sb) & np.isfinite(sa)
     with np.errstate(divide="ignore", invalid="ignore"):
         mh = np.where(ok, before[2] * after[2] / (before[2] + after[2]), 0.0)
@@ -178,6 +183,7 @@ def change_point(
     dd: np.ndarray,
     trim: float = MIN_TRIM,
     min_requests: int = MIN_REQUESTS,
+    pooled_only: bool = False,
 ) -> ChangePoint | None:
     """Most likely single change in a ratio series of time buckets (binary segmentation's first split).
 
@@ -186,6 +192,7 @@ def change_point(
     statistics, within strata when there are several; the split with the largest |z| wins, and its p-value accounts
     for the search (``scan_p_value``). Splits with fewer than ``min_requests`` on a side (or, with strata, a thin
     stratified comparison), or outside [trim, 1 - trim] of the series' total variance, are not considered. Returns None when no split qualifies.
+    ``pooled_only``: the last stratum row is pooled-only (``stratified``).
     """
     x = np.stack([np.atleast_2d(np.asarray(v, dtype=float)) for v in (n, a, d, aa, ad, dd)])  # (6, S, K)
     k = x.shape[2]
@@ -193,7 +200,7 @@ def change_point(
         return None
     cums = np.cumsum(x, axis=2)[:, :, :-1]  # before split j + 1: buckets 0..j
     after = x.sum(axis=2, keepdims=True) - cums
-    rb, seb, _, ra, sea, _, thin = stratified(cums, after)
+    rb, seb, _, ra, sea, _, thin = stratified(cums, after, pooled_only)
     pooled = x.sum(axis=1)  # (6, K): the series' totals per bucket
     n_before = np.cumsum(pooled[0])[:-1]
     n_total = float(pooled[0].sum())

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+from scipy import stats as sps
 
 from specdiag import stats
 from specdiag.stats import Comparison, Ratio
@@ -152,19 +153,44 @@ def compare_windows(
     return compare(before, after, metric)
 
 
-def _arrays(rows: pl.DataFrame, metric: str, hours: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The sums of ``metric`` per (stratum, hour), each of shape (S, len(hours)); one stratum for other metrics."""
+def _arrays(rows: pl.DataFrame, metric: str, hours: np.ndarray) -> tuple[tuple[np.ndarray, ...], bool]:
+    """The sums of ``metric`` per (stratum, hour), each of shape (S, len(hours)); one stratum for other metrics;
+    and whether the last row is pooled-only (``sparse_strata``)."""
     cols = METRICS[metric]
-    stratified = metric == "acceptance_rate" and STRATUM in rows.columns
+    stratified = _stratified(rows, metric)
     strata = rows[STRATUM].cast(pl.Utf8).fill_null("").to_numpy() if stratified else np.zeros(rows.height)
     names, s_idx = np.unique(strata, return_inverse=True)
+    pooled_only = False
+    if stratified:
+        s_idx, n_rows, pooled_only = sparse_strata(s_idx, rows["n"].fill_null(0).to_numpy(), len(names))
+    else:
+        n_rows = len(names)
     h_idx = np.searchsorted(hours, rows["hour"].to_numpy())
     out = []
     for c in cols:
-        x = np.zeros((len(names), len(hours)))
+        x = np.zeros((n_rows, len(hours)))
         np.add.at(x, (s_idx, h_idx), rows[c].fill_null(0).to_numpy().astype(float))
         out.append(x)
-    return tuple(out)
+    return tuple(out), pooled_only
+
+
+def sparse_strata(s_idx: np.ndarray, n: np.ndarray, n_strata: int) -> tuple[np.ndarray, int, bool]:
+    """Merge the strata that can never enter a stratified comparison of these rows into one pooled-only last row.
+
+    A stratum enters only with MIN_STRATUM requests on each side, so one with fewer than 2 MIN_STRATUM requests in
+    all adds exactly 0 to every standardised sum; it counts only in the pooled ratios, whose acceptance sums are
+    integers (exact in any order). Without this, a segment with thousands of sparse strata (task x temperature) over
+    a year of hours held dense (strata x hours) arrays: gigabytes for a few thousand requests.
+    Returns (new stratum index per row, number of stratum rows, whether the last row is the pooled-only one).
+    """
+    totals = np.bincount(s_idx, weights=n, minlength=n_strata)
+    sparse = totals < 2 * stats.MIN_STRATUM
+    if not sparse.any():
+        return s_idx, n_strata, False
+    kept = np.flatnonzero(~sparse)
+    new = np.full(n_strata, kept.size)  # sparse strata -> the last row
+    new[kept] = np.arange(kept.size)
+    return new[s_idx], kept.size + 1, True
 
 
 def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]]]:
@@ -192,6 +218,56 @@ def config_splits(cfg: pl.DataFrame) -> dict[str, list[tuple[datetime, datetime]
     return out
 
 
+def _stratified(rows: pl.DataFrame, metric: str) -> bool:
+    return metric == "acceptance_rate" and STRATUM in rows.columns
+
+
+def _best_config_split(
+    n: np.ndarray,
+    a: np.ndarray,
+    d: np.ndarray,
+    aa: np.ndarray,
+    ad: np.ndarray,
+    dd: np.ndarray,
+    hours: np.ndarray,
+    inside: list[tuple[datetime, datetime]],
+    stratified: bool,
+    pooled_only: bool = False,
+) -> int | None:
+    """Index in ``inside`` of the configuration change with the smallest p-value among those with MIN_REQUESTS on
+    each side and a finite p (the first on ties), or None.
+
+    Every candidate is ``compare_at(rows, metric, split, before_end)`` computed at once from the (stratum, hour) sums
+    of ``_arrays``: a deployment with many configuration values (temperatures logged as 0.7000001, a new model id
+    every hour) has as many candidates as hours, and a polars pass per candidate and segment made diagnose run for
+    hours on such a store.
+    """
+    if not inside:
+        return None
+    x = np.stack([n, a, d, aa, ad, dd])  # (6, S, K)
+    cums = np.concatenate([np.zeros((*x.shape[:2], 1)), np.cumsum(x, axis=2)], axis=2)  # (6, S, K + 1)
+    stamps = hours.astype("datetime64[us]")
+    ends = np.array([np.datetime64(b, "us") for b, _ in inside])
+    starts = np.array([np.datetime64(s, "us") for _, s in inside])
+    before = cums[:, :, np.searchsorted(stamps, ends, side="left")]  # hours < before_end
+    after = cums[:, :, -1:] - cums[:, :, np.searchsorted(stamps, starts, side="left")]  # hours >= split
+    if stratified:
+        rb, sb, nb, ra, sa, na, _ = stats.stratified(before, after, pooled_only)
+    else:
+        nb, na = before[0, 0], after[0, 0]
+        rb, sb = stats.ratio_arrays(*before[:, 0])
+        ra, sa = stats.ratio_arrays(*after[:, 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = ra - rb
+        se = np.hypot(sb, sa)
+        p = 2.0 * sps.norm.sf(np.abs(diff / se))
+    ok = (np.minimum(nb.astype(int), na.astype(int)) >= stats.MIN_REQUESTS) & (se > 0) & np.isfinite(diff)
+    ok &= np.isfinite(p)
+    if not ok.any():
+        return None
+    return int(np.argmin(np.where(ok, p, np.inf)))
+
+
 def best_split(
     seg: Segment,
     rows: pl.DataFrame,
@@ -202,22 +278,19 @@ def best_split(
     """The most likely single change within ``rows`` (a contiguous run of hours): scan or configuration change."""
     hour_list = rows["hour"].unique().sort()
     hours = hour_list.to_numpy()
-    n, a, d, aa, ad, dd = _arrays(rows, metric, hours)
-    cp = stats.change_point(n, a, d, aa, ad, dd)
+    (n, a, d, aa, ad, dd), pooled_only = _arrays(rows, metric, hours)
+    cp = stats.change_point(n, a, d, aa, ad, dd, pooled_only=pooled_only)
     best: SegmentTest | None = None
     if cp is not None:
         split = hour_list[cp.index]
         best = SegmentTest(seg, split, compare_at(rows, metric, split), cp.p_value, hours, rows, series_rows)
     first, last = rows["hour"].min(), rows["hour"].max()
     inside = [(b, s) for b, s in splits if first < b and s <= last]  # type: ignore[operator]
-    candidates = []
-    for before_end, split in inside:
+    pick = _best_config_split(n, a, d, aa, ad, dd, hours, inside, _stratified(rows, metric), pooled_only)
+    if pick is not None:
+        before_end, split = inside[pick]
         c = compare_at(rows, metric, split, before_end)
-        if min(c.before.n, c.after.n) >= stats.MIN_REQUESTS and np.isfinite(c.p_value):
-            candidates.append((c.p_value, before_end, split, c))
-    if candidates:
-        p_cfg, before_end, split, c = min(candidates, key=lambda x: x[0])
-        p_cfg = min(1.0, p_cfg * len(inside) / CONFIG_WEIGHT)
+        p_cfg = min(1.0, c.p_value * len(inside) / CONFIG_WEIGHT)
         p_scan = min(1.0, best.p_value / (1.0 - CONFIG_WEIGHT)) if best is not None else 1.0
         # report the configuration change's split when it is at least as good as the scan's, or strong alone
         if best is None or p_cfg <= p_scan or p_cfg <= 1e-3:
