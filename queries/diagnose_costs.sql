@@ -7,7 +7,8 @@
 -- params: none
 -- columns: deployment, batch_bucket, tau, n, accepted, drafted, aa, ad, dd, verify_steps, t_n, tok, ms, tt, tm,
 --   mm (decode ms per output token sums), draft_ms, verify_ms, mean_batch_size, fit_n, fit_floor_ms,
---   fit_compute_ms, fit_compute_se, fit_r2, fit_mean_x, draft_ms_per_token
+--   fit_compute_ms, fit_compute_se, fit_r2, fit_mean_x, draft_ms_per_token, current_tau (the most common tau of
+--   the deployment's speculative requests in its last day of traffic: the configuration it runs now)
 with req as (
     select * from request_facts
 ),
@@ -50,6 +51,18 @@ draft_cost as (
     group by deployment
 ),
 
+latest as (
+    -- the tau the deployment runs now: a planned tau change mid-range is not judged by the tau it left
+    select deployment, mode(tau) as current_tau
+    from (
+        select deployment, tau, ts, max(ts) over (partition by deployment) as last_ts
+        from req
+        where tau > 0 and drafted > 0
+    )
+    where ts >= last_ts - interval 1 day
+    group by deployment
+),
+
 cells as (
     select
         deployment,
@@ -76,10 +89,11 @@ cells as (
 ),
 
 final as (
-    select c.*, f.* exclude (deployment), dc.draft_ms_per_token
+    select c.*, f.* exclude (deployment), dc.draft_ms_per_token, l.current_tau
     from cells as c
     left join fit as f on f.deployment = c.deployment
     left join draft_cost as dc on dc.deployment = c.deployment
+    left join latest as l on l.deployment = c.deployment
 )
 
 select * from final order by deployment, batch_bucket, tau

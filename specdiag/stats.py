@@ -39,6 +39,9 @@ class Ratio:
     value: float
     se: float
     n: int
+    # Kish's effective number of requests D^2 / S_dd: n when every request drafts as much, far fewer when a few long
+    # requests carry most of the drafted tokens (the degrees of freedom of the z test, ``welch_df``)
+    n_eff: float = math.inf
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         z = float(sps.norm.ppf(0.5 + level / 2))
@@ -51,7 +54,46 @@ def ratio_from_sums(n: float, a: float, d: float, aa: float, ad: float, dd: floa
         return Ratio(float("nan"), float("nan"), int(n))
     r = a / d
     resid = max(aa - 2.0 * r * ad + r * r * dd, 0.0)
-    return Ratio(r, math.sqrt(n / (n - 1.0) * resid) / d, int(n))
+    return Ratio(r, math.sqrt(n / (n - 1.0) * resid) / d, int(n), d * d / dd if dd > 0 else math.inf)
+
+
+def kish(d: np.ndarray | float, dd: np.ndarray | float) -> np.ndarray:
+    """Effective number of requests D^2 / S_dd of a side (inf where S_dd = 0)."""
+    d, dd = np.asarray(d, dtype=float), np.asarray(dd, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dd > 0, d * d / dd, np.inf)
+
+
+def welch_df(
+    se_b: np.ndarray | float,
+    n_eff_b: np.ndarray | float,
+    se_a: np.ndarray | float,
+    n_eff_a: np.ndarray | float,
+) -> np.ndarray:
+    """Welch-Satterthwaite degrees of freedom of the difference of two ratios, each side's own n_eff - 1 (at least 1).
+
+    The cluster-robust variance of a ratio is a sum over requests weighted by their drafted tokens: when a few long
+    requests carry most of a side (heavy-tailed output lengths), it rests on a few effective requests, is noisy and
+    biased low (each dominant request pulls R towards itself and shrinks its own residual), and the z statistic has
+    far heavier tails than the normal: at 30 requests a side with log-normal lengths (sigma 1.2), |z| > 3.5 came 17
+    times as often as the normal says. Student's t with these degrees of freedom brings that to within a few times
+    nominal, and to the normal once n_eff is in the hundreds.
+    """
+    vb, va = np.square(np.asarray(se_b, dtype=float)), np.square(np.asarray(se_a, dtype=float))
+    fb = np.maximum(np.asarray(n_eff_b, dtype=float) - 1.0, 1.0)
+    fa = np.maximum(np.asarray(n_eff_a, dtype=float) - 1.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.square(vb + va) / (np.square(vb) / fb + np.square(va) / fa)
+    return np.where(np.isfinite(df) & (df > 0), df, np.inf)
+
+
+def t_as_z(t: np.ndarray | float, df: np.ndarray | float) -> np.ndarray:
+    """The normal z with the same two-sided tail as Student's t with ``df`` degrees of freedom (sign kept); t itself
+    where that tail underflows (|t| in the tens: a p-value of 0 either way, and a finite z keeps the split)."""
+    t = np.asarray(t, dtype=float)
+    with np.errstate(invalid="ignore"):
+        z = np.sign(t) * sps.norm.isf(sps.t.sf(np.abs(t), df))
+    return np.where(np.isfinite(z) | ~np.isfinite(t), z, t)
 
 
 def ratio_arrays(
@@ -68,7 +110,9 @@ def ratio_arrays(
 
 @dataclass(frozen=True)
 class Comparison:
-    """after - before, a two-sided z test on the difference of two independent request-clustered ratios."""
+    """after - before, a two-sided test on the difference of two independent request-clustered ratios: Student's t
+    with Welch-Satterthwaite degrees of freedom from each side's effective requests (``welch_df``), ``z`` the normal
+    deviate of the same tail (the plain z when every request drafts alike and n is large)."""
 
     before: Ratio
     after: Ratio
@@ -136,7 +180,8 @@ def stratified(
 def compare_stratified(before: np.ndarray, after: np.ndarray) -> Comparison:
     """``compare`` of the standardised ratios of two sides; ``before``/``after``: shape (6, S) stratum sums."""
     rb, sb, nb, ra, sa, na, _ = (float(x[0]) for x in stratified(before[:, :, None], after[:, :, None]))
-    return compare(Ratio(rb, sb, int(nb)), Ratio(ra, sa, int(na)))
+    eb, ea = (float(kish(x[2].sum(), x[5].sum())) for x in (before, after))
+    return compare(Ratio(rb, sb, int(nb), eb), Ratio(ra, sa, int(na), ea))
 
 
 def compare(before: Ratio, after: Ratio) -> Comparison:
@@ -144,7 +189,8 @@ def compare(before: Ratio, after: Ratio) -> Comparison:
     se = math.hypot(before.se, after.se)
     if not (se > 0 and math.isfinite(diff)):
         return Comparison(before, after, diff, se, float("nan"), float("nan"))
-    z = diff / se
+    # Student's t on the effective requests of each side (``welch_df``), reported as the normal z of the same tail
+    z = float(t_as_z(diff / se, welch_df(before.se, before.n_eff, after.se, after.n_eff)))
     return Comparison(before, after, diff, se, z, float(2.0 * sps.norm.sf(abs(z))))
 
 
@@ -206,6 +252,14 @@ def change_point(
     n_total = float(pooled[0].sum())
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (ra - rb) / np.hypot(seb, sea)
+        # Student's t on each side's effective requests (``welch_df``), as the normal z of the same tail
+        df = welch_df(
+            seb,
+            kish(cums[2].sum(axis=0), cums[5].sum(axis=0)),
+            sea,
+            kish(after[2].sum(axis=0), after[5].sum(axis=0)),
+        )
+        z = t_as_z(z, df)
         # variance time: the share of the total residual variance before the split, under the pooled ratio
         r_all = pooled[1].sum() / pooled[2].sum() if pooled[2].sum() > 0 else np.nan
         resid = np.maximum(pooled[3] - 2 * r_all * pooled[4] + r_all**2 * pooled[5], 0.0)

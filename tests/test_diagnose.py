@@ -40,6 +40,7 @@ def fleet(
     with_steps: bool = False,
     target_model: str = "target-70b-v1",
     seed: int = 0,
+    start: datetime = T0,
 ) -> None:
     """Write a synthetic fleet's requests (with per-request totals) into the store at ``path``.
 
@@ -48,8 +49,10 @@ def fleet(
     ``drop``: {"deployment", "task" (or None), "hour", "delta", "draft_model"}: from that hour acceptance falls by
     delta (and a new draft_model is used); a list of them applies each in turn. ``overrides``: {"deployment", "hour", column: value}: set columns from
     that hour on. ``with_steps`` also stores each speculative request's steps (what recommend's estimators read).
+    ``start``: the first hour (another start also gives other request ids, so that two calls can share a deployment).
     """
     rng = np.random.default_rng(seed)
+    prefix = "" if start == T0 else f"{start:%Y%m%d%H%M}-"
     rows, step_rows = [], []
     for dep in deployments:
         n = requests
@@ -74,7 +77,7 @@ def fleet(
         prefix = np.cumprod(rng.random((int(steps.sum()), max(tau, 1))) < a_step, axis=1).sum(axis=1)
         accepted = np.add.reduceat(prefix, np.concatenate([[0], np.cumsum(steps)[:-1]])) * (taus > 0)
         if with_steps:
-            rid = np.repeat([f"{dep}-{i}" for i in range(n)], steps)
+            rid = np.repeat([f"{prefix}{dep}-{i}" for i in range(n)], steps)
             spec = np.repeat(taus > 0, steps)
             b_step = np.repeat(bsz, steps)
             step_rows.append(
@@ -99,9 +102,9 @@ def fleet(
         quality = np.clip(rng.normal(0.8, 0.1, n), 0, 1)
         shadow = [bool(m) if s else None for s, m in zip(rng.random(n) < 0.3, rng.random(n) < 0.95)]
         frame = {
-            "request_id": [f"{dep}-{i}" for i in range(n)],
+            "request_id": [f"{prefix}{dep}-{i}" for i in range(n)],
             "source": "trace",
-            "ts": [T0 + timedelta(seconds=float(s)) for s in ts],
+            "ts": [start + timedelta(seconds=float(s)) for s in ts],
             "deployment": dep,
             "target_model": target_model,
             "draft_model": list(draft),
@@ -128,7 +131,7 @@ def fleet(
             {k: (v if not isinstance(v, str | float) else [v] * n) for k, v in frame.items()}, strict=False
         )
         if overrides and overrides["deployment"] == dep:
-            later = pl.col("ts") >= T0 + timedelta(hours=overrides["hour"])
+            later = pl.col("ts") >= start + timedelta(hours=overrides["hour"])
             for col, value in overrides.items():
                 if col not in ("deployment", "hour"):
                     df = df.with_columns(pl.when(later).then(pl.lit(value)).otherwise(pl.col(col)).alias(col))
@@ -310,6 +313,20 @@ def test_verifier_swapped_for_a_smaller_model(db: Path) -> None:
     assert abs(found[0].since - (T0 + timedelta(hours=30))) < timedelta(minutes=10)
 
 
+def test_two_targets_served_from_the_start_are_not_a_swap(db: Path) -> None:
+    """A deployment that routes to a 70b and an 8b target from its first hour swapped nothing: it was reported as
+    'swapped for a smaller model' when the 8b's first request came a few minutes after the 70b's."""
+    fleet(db, deployments=("router",), target_model="llama-70b@v3", requests=1000)
+    fleet(
+        db,
+        deployments=("router",),
+        target_model="llama-8b@v1",
+        requests=1000,
+        start=T0 + timedelta(seconds=30),
+    )
+    assert not [f.summary for f in run_diagnose(db) if f.kind == "fast_but_wrong"]
+
+
 def test_costly_draft_is_harmful_and_a_bottleneck(db: Path) -> None:
     # c = 18 / 20 = 0.9 > alpha = 0.5: every step costs far more than the tokens it gains
     fleet(db, alpha=0.5, draft_ms=18.0, deployments=("slow",), control_share=0.2)
@@ -379,6 +396,21 @@ def test_no_tau_finding_from_a_handful_of_requests(db: Path, with_steps: bool) -
     """The fleet that wants a larger tau above, cut to 20 speculative requests: too few to recommend a change."""
     fleet(db, **EAGER, requests=20, control_share=0.0, with_steps=with_steps)
     assert not [f for f in run_diagnose(db) if f.kind.startswith("tau_")]
+
+
+@pytest.mark.parametrize(("before", "after", "finding"), [(1, 16, None), (16, 1, "tau_too_low")])
+def test_tau_findings_judge_the_tau_the_deployment_runs_now(
+    db: Path, before: int, after: int, finding: str | None
+) -> None:
+    """A planned tau change a day before the end of the store: tau 1 -> 16 (the best) is done, not a finding (it
+    was 'tau 16 instead of 1', the most common tau of the whole range); 16 -> 1 is (it was missed)."""
+    eager = {**EAGER, "requests": 800, "with_steps": True, "control_share": 0.0}
+    fleet(db, **eager | {"tau": before}, hours=30)
+    fleet(db, **eager | {"tau": after, "requests": 500}, hours=18, start=T0 + timedelta(hours=30), seed=1)
+    found = [f for f in run_diagnose(db) if f.kind.startswith("tau_")]
+    assert [f.kind for f in found] == ([finding] if finding else []), [f.summary for f in found]
+    if finding:
+        assert found[0].evidence["current_tau"] == after and found[0].evidence["recommended_tau"] > 8
 
 
 def test_a_deployment_with_one_timed_request_does_not_stop_diagnose(db: Path) -> None:
@@ -484,6 +516,8 @@ def test_missing_store_is_an_error(run, tmp_path: Path) -> None:
         ("mistralai/Mixtral-8x7B-Instruct-v0.1", "meta-llama/Llama-3.1-8B-Instruct", True),  # 56B -> 8B
         ("llama-70b@v3", "llama-8b@v1", True),
         ("SmolLM-360M", "TinyLlama-1.1B", False),
+        ("TinyLlama-1.1B", "SmolLM-360M", True),
+        ("Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-14B-Instruct-1M", False),  # 1M: the context, not the size
     ],
 )
 def test_verifier_size_is_read_from_the_model_id(db: Path, before: str, after: str, smaller: bool) -> None:

@@ -257,10 +257,14 @@ def _best_config_split(
         nb, na = before[0, 0], after[0, 0]
         rb, sb = stats.ratio_arrays(*before[:, 0])
         ra, sa = stats.ratio_arrays(*after[:, 0])
+    # each side's effective requests over all its rows, as compare_at's Ratio.n_eff
+    eb, ea = (stats.kish(x[2].sum(axis=0), x[5].sum(axis=0)) for x in (before, after))
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = ra - rb
         se = np.hypot(sb, sa)
-        p = 2.0 * sps.norm.sf(np.abs(diff / se))
+        # stats.compare's test: Student's t with Welch-Satterthwaite degrees of freedom, as the normal z of its tail
+        z = stats.t_as_z(diff / se, stats.welch_df(sb, eb, sa, ea))
+        p = 2.0 * sps.norm.sf(np.abs(z))
     ok = (np.minimum(nb.astype(int), na.astype(int)) >= stats.MIN_REQUESTS) & (se > 0) & np.isfinite(diff)
     ok &= np.isfinite(p)
     if not ok.any():

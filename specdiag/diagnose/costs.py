@@ -23,7 +23,7 @@ from specdiag.stats import Ratio
 @dataclass(frozen=True)
 class DeploymentCosts:
     deployment: str
-    tau: int  # the tau most speculative steps ran with
+    tau: int  # the tau the deployment runs now (the most common in its last day), else the one most steps ran with
     acceptance_rate: float
     mal: float  # mean acceptance length at that tau: 1 + accepted / verify_steps
     alpha: float  # i.i.d. per-token acceptance solving Leviathan Eq. (1) for that MAL
@@ -58,7 +58,8 @@ def summarise(costs: pl.DataFrame, fits: dict[str, CostFit] | None = None) -> li
         if spec.is_empty() or float(spec["verify_steps"].sum()) <= 0:
             continue
         by_tau = spec.group_by("tau").agg(pl.col("verify_steps").sum()).sort("verify_steps", descending=True)
-        tau = int(by_tau["tau"][0])
+        latest = rows["current_tau"][0] if "current_tau" in rows.columns else None
+        tau = int(latest) if latest is not None else int(by_tau["tau"][0])
         at_tau = spec.filter(pl.col("tau") == tau)
         mal = 1.0 + float(at_tau["accepted"].sum()) / max(float(at_tau["verify_steps"].sum()), 1.0)
         first = rows.row(0, named=True)

@@ -14,7 +14,7 @@ distribution, so any of these signals means the deployment is no longer serving 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -27,6 +27,8 @@ from specdiag.traceformat import LOSSLESS_RULES, acceptance_rule
 
 NEAR_ONE = 0.97
 MIN_QUALITY_DROP = 0.02  # absolute drop in mean quality, or in the shadow-match rate
+# a target_model first seen this soon after the deployment's first request was served from the start, not swapped in
+SWAP_AFTER = timedelta(hours=1)
 
 
 # A parameter count in a model id: "70b", "1.1B", "135M", a mixture of experts' "8x7B" (8 experts of 7B). A count
@@ -38,15 +40,17 @@ _ACTIVE = re.compile(r"(?:^|[-_/.@ ])[aA]$")
 def _size_b(model: str) -> float | None:
     """Parameter count in billions parsed from a model id (``llama-3-70b-v2`` -> 70), None when absent.
 
-    The last count in the id wins; an active-parameter count (``-A22B``) is skipped, and ``8x7B`` is 56.
+    The last count in the id wins; an active-parameter count (``-A22B``) is skipped, and ``8x7B`` is 56. A count in
+    millions is read only from an id without a count in billions: in ``Qwen2.5-14B-Instruct-1M`` the ``1M`` is the
+    context length of a 14B model, not its size.
     """
-    size = None
+    size: dict[str, float | None] = {"b": None, "m": None}
     for match in _SIZE.finditer(model):
         if _ACTIVE.search(model[: match.start()]):
             continue
         experts, num, unit = match.groups()
-        size = float(experts or 1) * float(num) / (1000.0 if unit in "mM" else 1.0)
-    return size
+        size[unit.lower()] = float(experts or 1) * float(num) / (1000.0 if unit in "mM" else 1.0)
+    return size["b"] if size["b"] is not None else size["m"]
 
 
 def statistical(tests: list[SegmentTest]) -> list[tuple[SegmentTest, dict[str, Any]]]:
@@ -114,7 +118,10 @@ def config_signals(cfg: pl.DataFrame) -> list[tuple[str, str | None, datetime, s
     for dep, group in dep_rows.filter(pl.col("setting") == "target_model").group_by("deployment"):
         ordered = group.sort("first_seen")
         values = ordered["value"].to_list()
+        start = ordered["first_seen"][0]
         for prev, new, at in zip(values, values[1:], ordered["first_seen"].to_list()[1:]):
+            if at <= start + SWAP_AFTER:
+                continue  # served from the start beside the other (a deployment routing to two targets): no swap
             sp, sn = _size_b(prev), _size_b(new)
             if sp is not None and sn is not None and sn < sp:
                 out.append(
