@@ -301,12 +301,23 @@ class _Group:
 
 
 # The key columns are chosen by a bound list (names from SEGMENT_COLUMNS only): the statement is fixed text.
+# A group's current tau is the one its deployment runs now: the most common tau > 0 in the deployment's last day of
+# speculative traffic (after a planned tau change, the tau it left would be judged), else of the whole range.
 _REQUEST_GROUPS = """
-    select columns(lambda c: list_contains($keys, c)), coalesce(mode(tau) filter (where tau > 0), 0) as _tau,
+    select columns(lambda c: list_contains($keys, c)),
+           coalesce(mode(tau) filter (where tau > 0 and ts >= _last - interval 1 day), mode(tau) filter (where tau > 0),
+                    0) as _tau,
            count(*) as _requests, count(*) filter (where drafted > 0) as _speculative
-    from requests group by all
+    from (select *, max(ts) filter (where tau > 0) over (partition by deployment) as _last from requests)
+    group by all
 """
-_WINDOW_GROUPS = "select deployment, coalesce(mode(tau) filter (where tau > 0), 0) from windows group by all"
+_WINDOW_GROUPS = """
+    select deployment,
+           coalesce(mode(tau) filter (where tau > 0 and end_ts >= _last - interval 1 day),
+                    mode(tau) filter (where tau > 0), 0)
+    from (select *, max(end_ts) filter (where tau > 0) over (partition by deployment) as _last from windows)
+    group by all
+"""
 
 
 def _groups(con: duckdb.DuckDBPyConnection, by: tuple[str, ...]) -> dict[tuple[Any, ...], _Group]:

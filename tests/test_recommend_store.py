@@ -357,6 +357,20 @@ def test_a_logged_tau_beyond_max_tau_is_modelled_as_logged(run, db: Path) -> Non
     assert report["policies"] and "Traceback" not in run("recommend", "--db", db, "--max-tau", "8").stderr
 
 
+def test_current_tau_is_the_one_the_deployment_runs_now(db: Path) -> None:
+    """Most requests ran at tau 8, then the deployment moved to tau 4: the current tau is 4 (the most common of its
+    last day), not the 8 it left, so the gain is measured from what it runs."""
+    con = connect(db)
+    rng = np.random.default_rng(10)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=8, requests=300), rng)
+    write_fleet(con, Fleet("chat", DECAY, COST, tau=4, requests=100, draft_model="draft-t"), rng)
+    con.execute("update requests set ts = ts + interval 3 day where draft_model = 'draft-t'")
+    (rec,) = recommend_from_store(con, n_boot=0)
+    con.close()
+    assert rec["current_tau"] == 4
+    assert rec["current_speedup"] == pytest.approx(rec["curve"][4]["speedup"])
+
+
 def test_verify_times_all_zero_are_no_cost_model(run, db: Path) -> None:
     """verify_ms = 0 on every step (valid in the trace format: a timer that never ran) made t_target(1) = 0 and
     recommend (and diagnose, which calls it) died on a ZeroDivisionError: the deployment is skipped instead."""
