@@ -32,20 +32,25 @@ def build(
     listed in context["missing_charts"]. ``step(description)`` is called before each stage (progress display)."""
     step("reading the store")
     bucket_s = data.bucket_seconds(con)
+    scope = data.chart_scope(con)
     found = data.findings(con)
-    acceptance = data.acceptance_over_time(con, bucket_s)
-    positions = data.position_acceptance(con)
-    stages = data.stage_time_by_batch(con)
-    quality = data.quality_over_time(con, bucket_s)
+    acceptance = data.acceptance_over_time(con, bucket_s, scope)
+    positions = data.position_acceptance(con, scope)
+    stages = data.stage_time_by_batch(con, scope)
+    quality = data.quality_over_time(con, bucket_s, scope)
     step("recommending tau (bootstrap)")
     recs, skipped = recommendations(con)
     step("building charts")
-    markers = data.timeline_markers(found)
-    curves = [dict(point, label=r["label"]) for r in recs for point in r["curve"]]
+    drawn = scope.drawn if scope.other is not None else None
+    all_markers = len(data.timeline_markers(found))
+    markers = data.timeline_markers(found, drawn, data.MAX_MARKERS)
+    charted = data.busiest_recommendations(recs, data.MAX_DEPLOYMENTS)
+    curves = [dict(point, label=r["label"]) for r in charted for point in r["curve"]]
+    notes = _chart_notes(scope, len(recs) - len(charted), all_markers, len(markers))
     built = {
         "acceptance": ("Acceptance over time", charts.acceptance_over_time(acceptance, markers)),
         "positions": ("Per-position acceptance", charts.position_acceptance(positions)),
-        "speedup": ("Speedup versus tau", charts.speedup_vs_tau(curves, data.speedup_markers(recs))),
+        "speedup": ("Speedup versus tau", charts.speedup_vs_tau(curves, data.speedup_markers(charted))),
         "stages": ("Draft versus verify time", charts.stage_time(stages)),
         "quality": ("Quality and shadow match", charts.quality_over_time(quality)),
     }
@@ -57,7 +62,9 @@ def build(
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "bucket_minutes": bucket_s // 60,
         "summary": data.ingest_summary(con),
-        "findings": found,
+        "findings": found[: data.MAX_FINDINGS],
+        "findings_note": _findings_note(found),
+        "chart_notes": notes,
         "recommendations": recs,
         "skipped_recommendations": skipped,
         "rejects": data.rejects_by_reason(con),
@@ -65,6 +72,45 @@ def build(
         "missing_charts": [title for title, chart in built.values() if chart is None],
     }
     return context, chart_list
+
+
+def _chart_notes(scope: data.ChartScope, uncharted_recs: int, all_markers: int, markers: int) -> list[str]:
+    """What the charts aggregate or leave out, in words for the page (empty when they show everything)."""
+    notes = []
+    if scope.other is not None:
+        notes.append(
+            f"Acceptance, per-position, stage-time and quality charts draw the {len(scope.drawn)} deployments "
+            f"with the most drafted tokens one by one; the other {scope.pooled} "
+            f"({100 * scope.pooled_drafted:.1f}% of drafted tokens) are pooled into one series, "
+            f'"{scope.other}", whose rates and times come from their summed counts.'
+        )
+    if uncharted_recs:
+        notes.append(
+            f"Speedup versus tau shows the curves of the {data.MAX_DEPLOYMENTS} recommendations that rest on the "
+            f"most verify steps; the other {uncharted_recs} are in the Recommendations table (curves cannot be "
+            "pooled)."
+        )
+    if markers < all_markers:
+        where = " of the deployments drawn" if scope.other is not None else ""
+        notes.append(
+            f"Acceptance over time marks {markers} of {all_markers:,} findings and configuration changes (the most "
+            f"severe findings{where}); the Findings section lists them, most severe first."
+        )
+    return notes
+
+
+def _findings_note(found: list[dict[str, Any]]) -> str | None:
+    """The findings table's note when it lists only the most severe (None when it lists them all)."""
+    if len(found) <= data.MAX_FINDINGS:
+        return None
+    by_severity: dict[str, int] = {}
+    for f in found:
+        by_severity[str(f["severity"])] = by_severity.get(str(f["severity"]), 0) + 1
+    counts = ", ".join(f"{n:,} {sev}" for sev, n in by_severity.items())
+    return (
+        f"The {data.MAX_FINDINGS} most severe of {len(found):,} findings ({counts}) are listed. The store's "
+        "findings table keeps them all, and specdiag flag --finding N takes any of their numbers."
+    )
 
 
 def write_report(

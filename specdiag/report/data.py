@@ -7,7 +7,9 @@ UTC ``TIMESTAMP``; rates are fractions in [0, 1]; times are milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,16 @@ BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 300
 MIN_REQUESTS = 20  # average requests (or engine windows) per deployment and bucket
 MAX_POSITIONS = 16  # per-position acceptance is shown for draft positions 1..16
+# Wide stores: the charts draw the MAX_DEPLOYMENTS busiest deployments one by one and pool the rest into one series;
+# the acceptance chart carries at most MAX_MARKERS markers; the findings table lists the MAX_FINDINGS most severe.
+# The page says what was pooled or left out (see ChartScope and the report's "notes").
+MAX_DEPLOYMENTS = 10
+MAX_MARKERS = 40
+MAX_FINDINGS = 200
+
+# A chart row's deployment in the queries below: itself when drawn on its own (or when nothing is pooled: a NULL
+# list), else the pooled series' label, from two positional parameters (ChartScope.params): the drawn deployments
+# (VARCHAR[] or NULL) and the pooled label.
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> list[Row]:
@@ -29,10 +41,64 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None 
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
+@dataclass(frozen=True)
+class ChartScope:
+    """Which deployments the charts draw one by one (the busiest by drafted tokens, then by requests and engine
+    windows); every other deployment is pooled into one series labelled ``other`` (None when nothing is pooled)."""
+
+    drawn: tuple[str, ...]
+    other: str | None = None
+    pooled: int = 0  # deployments in the pooled series
+    pooled_drafted: float = 0.0  # their share of all drafted tokens, in [0, 1]
+
+    def params(self) -> list[Any]:
+        """The two parameters of the queries' chart deployment (see the comment above ChartScope)."""
+        return [list(self.drawn) if self.other is not None else None, self.other]
+
+
+def chart_scope(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> ChartScope:
+    """The busiest ``limit`` (default MAX_DEPLOYMENTS) deployments, requests and engine windows alike: one query
+    over the store, however many deployments it holds."""
+    limit = MAX_DEPLOYMENTS if limit is None else limit
+    ranked = con.execute(
+        """
+        with t as (
+            select deployment, sum(drafted) filter (where coalesce(tau, 1) > 0 and drafted > 0) as drafted,
+                   count(*) as records
+            from requests group by deployment
+            union all
+            select deployment, sum(drafted) filter (where drafted > 0), count(*) from windows group by deployment
+        )
+        select deployment, coalesce(sum(drafted), 0)::double as drafted, sum(records) as records
+        from t group by deployment
+        order by drafted desc, records desc, deployment
+        """
+    ).fetchall()
+    if len(ranked) <= limit:
+        return ChartScope(tuple(r[0] for r in ranked))
+    names = {r[0] for r in ranked}
+    rest = ranked[limit:]
+    other = f"other ({len(rest)} deployments)"
+    while other in names:  # deployment names are log text: never merge the pool into a real deployment
+        other += " (pooled)"
+    total = sum(r[1] for r in ranked)
+    return ChartScope(
+        tuple(r[0] for r in ranked[:limit]),
+        other,
+        len(rest),
+        sum(r[1] for r in rest) / total if total else 0.0,
+    )
+
+
+def _scope_params(scope: ChartScope | None) -> list[Any]:
+    return scope.params() if scope is not None else [None, None]
+
+
 def bucket_seconds(con: duckdb.DuckDBPyConnection) -> int:
     """The width of the time buckets used by every time-series chart: the finest of BUCKETS_S that gives at most
     MAX_BUCKETS buckets over the data's span and, on average, at least MIN_REQUESTS requests per deployment and
-    bucket (so a rate is not a coin flip)."""
+    bucket (so a rate is not a coin flip). A span too long even for weekly buckets gets whole weeks wide enough to
+    stay within MAX_BUCKETS."""
     span_s, per_deployment = con.execute(
         """
         with t as (
@@ -47,13 +113,17 @@ def bucket_seconds(con: duckdb.DuckDBPyConnection) -> int:
         buckets = max(seconds / width, 1.0)
         if buckets <= MAX_BUCKETS and float(per_deployment or 0) / buckets >= MIN_REQUESTS:
             return width
-    return BUCKETS_S[-1]
+    week = BUCKETS_S[-1]
+    return week * max(1, math.ceil(seconds / (MAX_BUCKETS * week)))
 
 
-def acceptance_over_time(con: duckdb.DuckDBPyConnection, bucket_s: int) -> list[Row]:
+def acceptance_over_time(
+    con: duckdb.DuckDBPyConnection, bucket_s: int, scope: ChartScope | None = None
+) -> list[Row]:
     """acceptance_rate = accepted / drafted per deployment and time bucket, from requests (tau > 0) and windows.
 
-    Engine windows are counted at their end time. Buckets with nothing drafted are left out.
+    Engine windows are counted at their end time. Buckets with nothing drafted are left out. With a ``scope`` that
+    pools deployments, the pooled ones form one series whose rate is their summed accepted over summed drafted.
     """
     return rows(
         con,
@@ -65,7 +135,7 @@ def acceptance_over_time(con: duckdb.DuckDBPyConnection, bucket_s: int) -> list[
             select deployment, end_ts as ts, drafted, accepted, verify_steps from windows where drafted > 0
         ),
         final as (
-            select deployment,
+            select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment,
                    time_bucket(to_seconds(?::double), ts) as ts,
                    sum(drafted) as drafted,
                    sum(accepted) as accepted,
@@ -77,19 +147,22 @@ def acceptance_over_time(con: duckdb.DuckDBPyConnection, bucket_s: int) -> list[
         )
         select * from final order by deployment, ts
         """,
-        [float(bucket_s)],
+        [*_scope_params(scope), float(bucket_s)],
     )
 
 
-def quality_over_time(con: duckdb.DuckDBPyConnection, bucket_s: int) -> list[Row]:
+def quality_over_time(
+    con: duckdb.DuckDBPyConnection, bucket_s: int, scope: ChartScope | None = None
+) -> list[Row]:
     """Long format (deployment, ts, metric, value): acceptance_rate, quality and shadow-match rate per bucket.
 
-    The fast-but-wrong view: acceptance going up while quality or the shadow-match rate goes down.
+    The fast-but-wrong view: acceptance going up while quality or the shadow-match rate goes down. Pooled
+    deployments (``scope``) form one series over all their requests.
     """
     wide = rows(
         con,
         """
-        select deployment,
+        select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment,
                time_bucket(to_seconds(?::double), ts) as ts,
                sum(accepted) filter (where coalesce(tau, 1) > 0) / nullif(sum(drafted) filter (where coalesce(tau, 1) > 0), 0)
                    as acceptance_rate,
@@ -100,7 +173,7 @@ def quality_over_time(con: duckdb.DuckDBPyConnection, bucket_s: int) -> list[Row
         having count(quality) > 0 or count(shadow_match) > 0
         order by deployment, ts
         """,
-        [float(bucket_s)],
+        [*_scope_params(scope), float(bucket_s)],
     )
     out: list[Row] = []
     for r in wide:
@@ -120,14 +193,15 @@ def _wilson(reached: float, eligible: float) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def position_acceptance(con: duckdb.DuckDBPyConnection) -> list[Row]:
+def position_acceptance(con: duckdb.DuckDBPyConnection, scope: ChartScope | None = None) -> list[Row]:
     """Conditional acceptance per draft position and deployment, with a 95% Wilson interval.
 
     cond_alpha[i] = P(draft token i accepted | tokens 1..i-1 accepted) = reached_i / eligible_i, where, per verify
     step, reached_i counts steps whose accepted prefix is at least i and eligible_i counts steps that drafted at least
     i tokens and accepted the first i-1. From engine per-position counts a[i] (steps whose accepted count reached
     i+1) it is a[i] / a[i-1], with a[-1] = verify_steps. Steps are used for requests that have them; per-request and
-    per-window arrays are used otherwise, so no step is counted twice.
+    per-window arrays are used otherwise, so no step is counted twice. Pooled deployments (``scope``) sum their
+    counts into one series.
     """
     counts = rows(
         con,
@@ -158,14 +232,14 @@ def position_acceptance(con: duckdb.DuckDBPyConnection) -> list[Row]:
             group by all
         ),
         final as (
-            select deployment, position, sum(reached) as reached, sum(eligible) as eligible
+            select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment, position, sum(reached) as reached, sum(eligible) as eligible
             from (select * from from_steps union all select * from from_arrays)
             group by all
             having sum(eligible) > 0
         )
         select * from final order by deployment, position
         """,
-        [MAX_POSITIONS],
+        [MAX_POSITIONS, *_scope_params(scope)],
     )
     for r in counts:
         r["cond_alpha"] = r["reached"] / r["eligible"]
@@ -181,12 +255,12 @@ def batch_bucket(batch_size: int) -> str:
     return f"{low}-{2 * low - 1}"
 
 
-def stage_time_by_batch(con: duckdb.DuckDBPyConnection) -> list[Row]:
+def stage_time_by_batch(con: duckdb.DuckDBPyConnection, scope: ChartScope | None = None) -> list[Row]:
     """Draft and verify milliseconds per emitted token, per deployment and batch-size bucket.
 
     Per emitted token so the two stages add up to the speculative per-token latency: a verify step emits
     accepted + 1 tokens (the accepted draft prefix plus the target's own token). Steps are used where the store has
-    them; request totals (verify_steps + accepted tokens) otherwise.
+    them; request totals (verify_steps + accepted tokens) otherwise. Pooled deployments (``scope``) sum into one.
     """
     raw = rows(
         con,
@@ -203,7 +277,7 @@ def stage_time_by_batch(con: duckdb.DuckDBPyConnection) -> list[Row]:
             where verify_steps > 0 and verify_ms is not null and request_id not in (select request_id from steps)
         ),
         final as (
-            select deployment, batch_size,
+            select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment, batch_size,
                    sum(coalesce(draft_ms, 0)) as draft_ms, sum(verify_ms) as verify_ms, sum(emitted) as emitted
             from (select * from per_step union all select * from per_request)
             where batch_size is not null and emitted > 0
@@ -211,6 +285,7 @@ def stage_time_by_batch(con: duckdb.DuckDBPyConnection) -> list[Row]:
         )
         select * from final order by deployment, batch_size
         """,
+        _scope_params(scope),
     )
     merged: dict[tuple[str, str], Row] = {}
     for r in raw:
@@ -272,10 +347,15 @@ def findings(con: duckdb.DuckDBPyConnection) -> list[Row]:
     return out
 
 
-def timeline_markers(found: list[Row]) -> list[Row]:
+def timeline_markers(
+    found: list[Row], drawn: Collection[str] | None = None, limit: int | None = None
+) -> list[Row]:
     """Vertical markers for the acceptance chart: each finding with a start time (what = "finding"), and each
     configuration change diagnose saw coincide with one (evidence.config_changes[].at; what = "config change").
-    lane (0..3) staggers the labels of nearby markers."""
+    lane (0..3) staggers the labels of nearby markers.
+
+    drawn: keep only the markers of these deployments (and of findings over all deployments); limit: keep at most
+    this many, those of the most severe findings first (``found`` is in the findings table's order)."""
     marks: list[Row] = []
     seen: set[tuple[Any, ...]] = set()
     for f in found:
@@ -302,6 +382,11 @@ def timeline_markers(found: list[Row]) -> list[Row]:
                 {"since": at, "label": text, "deployment": deployment, "summary": f"{deployment}: {text}",
                  "what": "config change"}
             )  # fmt: skip
+    if drawn is not None:
+        keep = set(drawn)
+        marks = [m for m in marks if m["deployment"] in keep or m["deployment"] == "all"]
+    if limit is not None:
+        marks = marks[:limit]
     marks.sort(key=lambda m: m["since"])
     for i, m in enumerate(marks):
         m["lane"] = i % 4
@@ -374,6 +459,19 @@ def replayed(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[Row]:
             [run["run_id"], run["prompt_id"]],
         )
     return runs
+
+
+def busiest_recommendations(recommendations: list[Row], limit: int) -> list[Row]:
+    """The ``limit`` recommendations resting on the most verify steps (then by label), in their given order: the
+    speedup chart draws one curve each, and curves cannot be pooled."""
+    if len(recommendations) <= limit:
+        return recommendations
+    ranked = sorted(
+        range(len(recommendations)),
+        key=lambda i: (-(recommendations[i].get("verify_steps") or 0), str(recommendations[i].get("label"))),
+    )
+    keep = set(ranked[:limit])
+    return [r for i, r in enumerate(recommendations) if i in keep]
 
 
 def speedup_markers(recommendations: list[Row]) -> list[Row]:
