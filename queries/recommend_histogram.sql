@@ -9,7 +9,9 @@
 --   accepted_per_position[k] counts the steps that accepted at least k tokens. tau = 0 steps (d = 0) are kept: they
 --   pin the floor of the cost fit.
 -- grain: one row per unit, drafted, accepted and batch size
--- params: none
+-- params: with_windows (boolean, default null = true): false leaves the engine windows out (recommend does when no
+--   --cost is given: a deployment known only from engine windows has no timings, so it is skipped for its costs,
+--   and its windows, millions in a month of scrapes, would be loaded for nothing)
 -- columns: unit_id, unit_key, deployment, drafted, accepted, batch_size, steps, timed_steps, verify_ms,
 --   verify_ms_sq, draft_ms, drafted_timed
 with timed as (
@@ -84,6 +86,7 @@ records as (
     where w.accepted_per_position is not null
       and w.verify_steps > 0
       and w.deployment not in (select distinct deployment from requests)
+      and coalesce(getvariable('with_windows')::boolean, true)
 ),
 
 from_records as (

@@ -28,7 +28,7 @@ from specdiag import policies
 from specdiag.acceptance import conditional_acceptance, counts_by_unit, hazard_matrix
 from specdiag.costs import COST_SUMS, CostFit, all_cost_fits, fit_from_sums, fit_from_unit_sums
 from specdiag.errors import UsageError
-from specdiag.queries import find_query
+from specdiag.queries import bound, find_query
 from specdiag.speedup import (
     MAX_TAU,
     TAU_LIMIT,
@@ -117,17 +117,18 @@ class DeploymentUnits:
 
 
 def _load_units(
-    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int
+    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], max_pos: int, with_windows: bool = True
 ) -> tuple[dict[str, DeploymentUnits], dict[str, list[tuple[int, int]]]]:
     """Per deployment: its groups' per-unit position counts and its requests' cost sums; and its batch sizes.
 
     DuckDB scans the steps once (``queries/recommend_histogram.sql``) into a temporary table of a few rows per
     request; acceptance counts, cost sums and batch sizes are three small aggregates of that table. Only numeric
-    columns per unit cross into numpy; segment keys come back once per group.
+    columns per unit cross into numpy; segment keys come back once per group. ``with_windows`` False leaves out the
+    engine windows of deployments without request records.
     """
-    con.execute(
-        f"create or replace temp table recommend_histogram as {find_query('recommend_histogram').sql}"
-    )
+    query = find_query("recommend_histogram")
+    with bound(con, query, {"with_windows": str(with_windows).lower()}):
+        con.execute(f"create or replace temp table recommend_histogram as {query.sql}")
     try:
         acceptance = _acceptance_units(con, by, max_pos)
         costs = _cost_units(con, with_draft_model="draft_model" in by)
@@ -619,7 +620,10 @@ def _recommendations(
     current = {key: g.tau for key, g in groups.items()}
     # the curve and the search reach the logged tau (up to TAU_LIMIT): the current speedup is the current tau's
     max_tau = max(max_tau, min(max(current.values(), default=0), TAU_LIMIT))
-    deployments, batches = _load_units(con, by, max_tau)
+    # without --cost, a deployment known only from engine windows has no timings (and no model pair to find a
+    # replay profile by): it is skipped for its costs, so its windows are counted, not loaded
+    with_windows = cost_ratio is not None
+    deployments, batches = _load_units(con, by, max_tau, with_windows)
     fitted: dict[str, CostFit] = {}
     for dep, units in deployments.items():
         fit = None if units.costs is None else fit_from_unit_sums(units.costs.sums, _draft_costs(units.costs))
@@ -635,15 +639,7 @@ def _recommendations(
         keys = list(units.groups)  # groups in the SQL's order (deployment, then segment columns)
         if fit is None:
             out += [
-                {
-                    "deployment": dep,
-                    "segment": dict(zip(by, key[1:])),
-                    "requests": int(units.groups[key].at_risk.shape[0]),
-                    "current_tau": current.get(key, 0),
-                    "reason": "no usable draft and verify timings for this deployment (none logged, or every "
-                    "verify time 0): pass --cost C",
-                }
-                for key in keys
+                _no_timings(dep, by, key, int(units.groups[key].at_risk.shape[0]), current) for key in keys
             ]
             continue
         costs = {}
@@ -661,7 +657,34 @@ def _recommendations(
                 )
             )  # fmt: skip
     covered = {key for units in deployments.values() for key in units.groups}
+    if not with_windows and not by:
+        for dep, windows in con.execute(_WINDOW_UNITS).fetchall():
+            out.append(_no_timings(dep, by, (dep,), int(windows), current))
+            covered.add((dep,))
     return out + _without_units(by, {key: g for key, g in groups.items() if key not in covered})
+
+
+# the windows recommend_histogram.sql makes units of: those of deployments without request records, with counts
+_WINDOW_UNITS = """
+    select deployment, count(*) from windows
+    where accepted_per_position is not null and verify_steps > 0
+      and deployment not in (select distinct deployment from requests)
+    group by deployment order by deployment
+"""
+
+
+def _no_timings(
+    dep: str, by: tuple[str, ...], key: tuple[Any, ...], units: int, current: dict[tuple[Any, ...], int]
+) -> dict[str, Any]:
+    """The skipped row of a group whose deployment has no cost model."""
+    return {
+        "deployment": dep,
+        "segment": dict(zip(by, key[1:])),
+        "requests": units,
+        "current_tau": current.get(key, 0),
+        "reason": "no usable draft and verify timings for this deployment (none logged, or every verify time 0): "
+        "pass --cost C",
+    }
 
 
 def _without_units(by: tuple[str, ...], groups: dict[tuple[Any, ...], _Group]) -> list[dict[str, Any]]:

@@ -420,6 +420,30 @@ def test_engine_windows_and_request_records_feed_the_same_estimator(db: Path) ->
         assert rec["current_tau"] == 5 and rec["estimated_positions"] == 5
         np.testing.assert_allclose(rec["alpha_by_position"][:5], truth, atol=0.02)
     assert recs["engine"]["requests"] == 40  # each window is one resampling unit
+    # without --cost the windows-only deployment is skipped for its costs, its windows counted, never loaded
+    con = connect(db)
+    calls: list[tuple[str, tuple[object, ...]]] = []
+    traced = _Tracing(con, calls)
+    report = recommend_report(traced, n_boot=0)  # type: ignore[arg-type]
+    con.close()
+    assert [r["deployment"] for r in report["recommendations"]] == []
+    engine = next(r for r in report["skipped"] if r["deployment"] == "engine")
+    assert engine["requests"] == 40 and engine["current_tau"] == 5 and "pass --cost" in engine["reason"]
+    assert ("set variable with_windows = cast($value as boolean)", ({"value": "false"},)) in calls
+
+
+class _Tracing:
+    """A connection that records the SQL it runs (and the variables set for it)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, calls: list[tuple[str, tuple[object, ...]]]) -> None:
+        self._con, self._calls = con, calls
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        self._calls.append((sql, args))
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
 
 
 def test_replayed_drafts_are_ranked_by_measured_speedup(run, db: Path) -> None:
