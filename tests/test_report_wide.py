@@ -90,10 +90,12 @@ def test_wide_store_charts_stay_within_their_caps_and_the_page_says_what_was_poo
     specs = {c["id"]: c["spec"] for c in chart_list}
     assert set(specs) == {"acceptance", "positions", "speedup", "stages", "quality"}
     other = "other (10 deployments)"  # 13 deployments: the 3 busiest drawn, 10 pooled
-    for chart in ("acceptance", "positions", "stages", "quality"):
+    other_requests = "other (9 deployments)"  # stage times and quality: the 12 with request records
+    for chart, pool in (("acceptance", other), ("positions", other), ("stages", other_requests),
+                        ("quality", other_requests)):  # fmt: skip
         series = {r["deployment"] for r in _values(specs[chart])[0]}
         assert len(series) <= CAPS["MAX_DEPLOYMENTS"] + 1, chart
-        assert other in series, chart
+        assert pool in series, chart
     # the busiest by drafted tokens: dep-11, dep-10, dep-9 (8 x 21, 20 and 19); engine-only's 120 is pooled
     assert {r["deployment"] for r in _values(specs["acceptance"])[0]} == {"dep-11", "dep-10", "dep-9", other}
     speedup_labels = {r["label"] for r in _values(specs["speedup"])[0]}
@@ -109,7 +111,9 @@ def test_wide_store_charts_stay_within_their_caps_and_the_page_says_what_was_poo
     report_pkg.write_report(con, out)
     page = out.read_text(encoding="utf-8")
     notes = [html.unescape(n) for n in re.findall(r'<p class="note"[^>]*>(.*?)</p>', page)]
-    assert len(notes) == 4
+    assert len(notes) == 5
+    assert any(n.startswith("Stage-time and quality charts draw the 3 deployments with the most drafted tokens (by "
+                            'their request records) one by one; the other 9') for n in notes)  # fmt: skip
     assert any("5 most severe of 30 findings (10 high, 20 medium)" in n for n in notes)
     assert any(f'the other 10 ({pooled_share:.1f}% of drafted tokens) are pooled into one series, "{other}"' in n
                for n in notes)  # fmt: skip
@@ -214,3 +218,27 @@ def test_markers_keep_the_most_severe_of_the_drawn_deployments() -> None:
     marks = data.timeline_markers(found, drawn=["a"], limit=2)
     assert [m["label"] for m in marks] == ["#3 k", "#1 k"]  # sorted by time; #2 is not drawn, #4 and #5 cut
     assert len(data.timeline_markers(found)) == 5
+
+
+def test_engine_only_deployments_do_not_crowd_the_request_charts(db: Path, caps: None) -> None:
+    """Stage times and quality come from request records: when the busiest deployments are engine-only, those
+    charts still draw the busiest deployments that have requests, instead of one pooled series."""
+    con = connect(db)
+    fill_wide(con, 5)
+    con.execute(
+        """
+        insert into windows (source, deployment, end_ts, tau, verify_steps, drafted, accepted, accepted_per_position)
+        select 'vllm', 'engine-' || e, ?::timestamp + to_seconds(h * 3600), 3, 1000, 3000, 1300, [800.0, 400.0, 100.0]
+        from range(4) a(e), range(4) b(h)
+        """,
+        [T0],
+    )
+    context, chart_list = report_pkg.build(con)
+    con.close()
+    specs = {c["id"]: c["spec"] for c in chart_list}
+    assert {r["deployment"] for r in _values(specs["acceptance"])[0]} == {
+        "engine-0", "engine-1", "engine-2", "other (7 deployments)"
+    }  # fmt: skip
+    for chart in ("stages", "quality"):
+        assert {r["deployment"] for r in _values(specs[chart])[0]} == {"dep-4", "dep-3", "dep-2",
+                                                                        "other (2 deployments)"}, chart  # fmt: skip

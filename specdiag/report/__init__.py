@@ -33,11 +33,13 @@ def build(
     step("reading the store")
     bucket_s = data.bucket_seconds(con)
     scope = data.chart_scope(con)
+    # stage times and quality come from request records only: engine-only deployments would crowd them out
+    request_scope = data.chart_scope(con, windows=False)
     found = data.findings(con)
     acceptance = data.acceptance_over_time(con, bucket_s, scope)
     positions = data.position_acceptance(con, scope)
-    stages = data.stage_time_by_batch(con, scope)
-    quality = data.quality_over_time(con, bucket_s, scope)
+    stages = data.stage_time_by_batch(con, request_scope)
+    quality = data.quality_over_time(con, bucket_s, request_scope)
     step("recommending tau (bootstrap)")
     recs, skipped = recommendations(con)
     step("building charts")
@@ -46,7 +48,7 @@ def build(
     markers = data.timeline_markers(found, drawn, data.MAX_MARKERS)
     charted = data.busiest_recommendations(recs, data.MAX_DEPLOYMENTS)
     curves = [dict(point, label=r["label"]) for r in charted for point in r["curve"]]
-    notes = _chart_notes(scope, len(recs) - len(charted), all_markers, len(markers))
+    notes = _chart_notes(scope, request_scope, len(recs) - len(charted), all_markers, len(markers))
     built = {
         "acceptance": ("Acceptance over time", charts.acceptance_over_time(acceptance, markers)),
         "positions": ("Per-position acceptance", charts.position_acceptance(positions)),
@@ -74,16 +76,27 @@ def build(
     return context, chart_list
 
 
-def _chart_notes(scope: data.ChartScope, uncharted_recs: int, all_markers: int, markers: int) -> list[str]:
+def _chart_notes(
+    scope: data.ChartScope,
+    request_scope: data.ChartScope,
+    uncharted_recs: int,
+    all_markers: int,
+    markers: int,
+) -> list[str]:
     """What the charts aggregate or leave out, in words for the page (empty when they show everything)."""
     notes = []
-    if scope.other is not None:
-        notes.append(
-            f"Acceptance, per-position, stage-time and quality charts draw the {len(scope.drawn)} deployments "
-            f"with the most drafted tokens one by one; the other {scope.pooled} "
-            f"({100 * scope.pooled_drafted:.1f}% of drafted tokens) are pooled into one series, "
-            f'"{scope.other}", whose rates and times come from their summed counts.'
-        )
+    same = request_scope == scope
+    for which, s, records in (
+        ("Acceptance, per-position, stage-time and quality charts" if same else "Acceptance and per-position charts",
+         scope, ""),
+        (None if same else "Stage-time and quality charts", request_scope, " (by their request records)"),
+    ):  # fmt: skip
+        if which is not None and s.other is not None:
+            notes.append(
+                f"{which} draw the {len(s.drawn)} deployments with the most drafted tokens{records} one by one; "
+                f"the other {s.pooled} ({100 * s.pooled_drafted:.1f}% of drafted tokens) are pooled into one "
+                f'series, "{s.other}", whose rates and times come from their summed counts.'
+            )
     if uncharted_recs:
         notes.append(
             f"Speedup versus tau shows the curves of the {data.MAX_DEPLOYMENTS} recommendations that rest on the "

@@ -56,9 +56,10 @@ class ChartScope:
         return [list(self.drawn) if self.other is not None else None, self.other]
 
 
-def chart_scope(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> ChartScope:
-    """The busiest ``limit`` (default MAX_DEPLOYMENTS) deployments, requests and engine windows alike: one query
-    over the store, however many deployments it holds."""
+def chart_scope(con: duckdb.DuckDBPyConnection, limit: int | None = None, windows: bool = True) -> ChartScope:
+    """The busiest ``limit`` (default MAX_DEPLOYMENTS) deployments, requests and engine windows alike (``windows``
+    False: by their request records only, for the charts only requests feed): one query over the store, however
+    many deployments it holds."""
     limit = MAX_DEPLOYMENTS if limit is None else limit
     ranked = con.execute(
         """
@@ -67,12 +68,14 @@ def chart_scope(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> Cha
                    count(*) as records
             from requests group by deployment
             union all
-            select deployment, sum(drafted) filter (where drafted > 0), count(*) from windows group by deployment
+            select deployment, sum(drafted) filter (where drafted > 0), count(*) from windows where ?
+            group by deployment
         )
         select deployment, coalesce(sum(drafted), 0)::double as drafted, sum(records) as records
         from t group by deployment
         order by drafted desc, records desc, deployment
-        """
+        """,
+        [windows],
     ).fetchall()
     if len(ranked) <= limit:
         return ChartScope(tuple(r[0] for r in ranked))
