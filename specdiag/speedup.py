@@ -128,20 +128,24 @@ def speedup_curve(
     max_tau: int = MAX_TAU,
 ) -> list[dict[str, float]]:
     """[{tau, expected_tokens_per_step, speedup}] for tau = 0..max_tau."""
-    rows = []
-    for tau in range(max_tau + 1):
-        if np.isscalar(cond_alpha):
-            tokens = expected_tokens_iid(float(cond_alpha), tau)  # type: ignore[arg-type]
-        else:
-            tokens = expected_tokens(cond_alpha, tau)  # type: ignore[arg-type]
-        rows.append(
-            {
-                "tau": tau,
-                "expected_tokens_per_step": tokens,
-                "speedup": speedup(cond_alpha, tau, cost, batch_size),
-            }
-        )
-    return rows
+    if np.isscalar(cond_alpha):
+        tokens = [expected_tokens_iid(float(cond_alpha), tau) for tau in range(max_tau + 1)]  # type: ignore[arg-type]
+    else:
+        # expected_tokens for every tau at once: 1 + the running sums of the running products
+        a = np.asarray(cond_alpha, dtype=float)[:max_tau]
+        if a.size < max_tau:
+            raise ValueError(f"need acceptance for {max_tau} positions, got {a.size}")
+        tokens = [1.0, *(1.0 + np.cumsum(np.cumprod(a))).tolist()]
+    t1 = float(cost.target_ms(1, batch_size))
+    return [
+        {
+            "tau": tau,
+            "expected_tokens_per_step": tokens[tau],
+            # as speedup(): tokens per step x t_target(1, B) / (tau t_draft + t_target(tau + 1, B)); tau = 0 is 1
+            "speedup": 1.0 if tau == 0 else tokens[tau] * t1 / cost.step_ms(tau, batch_size),
+        }
+        for tau in range(max_tau + 1)
+    ]
 
 
 def best_tau(curve: list[dict[str, float]]) -> int:

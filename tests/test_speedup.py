@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specdiag.speedup import (
     CostModel,
@@ -54,3 +56,21 @@ def test_costly_verification_lowers_best_tau_at_large_batch() -> None:
     large = best_tau(speedup_curve(0.8, cost, batch_size=256))
     assert large < small
     assert speedup(0.8, 0, cost, 256) == 1.0
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=16, max_size=16),
+    st.floats(0.1, 50.0),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 5.0),
+    st.floats(1.0, 256.0),
+)
+def test_the_curve_at_once_equals_each_tau_alone(
+    cond: list[float], floor_ms: float, compute_ms: float, draft_ms: float, batch: float
+) -> None:
+    """speedup_curve computes every tau from one running product; it must agree with speedup and expected_tokens."""
+    cost = CostModel(floor_ms, compute_ms, draft_ms)
+    for row in speedup_curve(cond, cost, batch, 16):
+        tau = row["tau"]
+        assert row["expected_tokens_per_step"] == pytest.approx(expected_tokens(cond, tau), rel=1e-12)
+        assert row["speedup"] == pytest.approx(speedup(cond, tau, cost, batch), rel=1e-12)
