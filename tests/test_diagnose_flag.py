@@ -97,3 +97,24 @@ def test_flag_binds_segment_values(diagnosed: Path) -> None:
         ["{\"task\": \"code' or '1'='1\"}"],
     )
     assert flag(con, finding_id=98) == []
+
+
+def test_flag_picks_a_tau_findings_requests_at_its_current_tau(db: Path) -> None:
+    """After a planned change from tau 4 to tau 12, a tau_too_high finding judges tau 12 (its current_tau): its
+    records and the median they are typical of come from tau 12 requests, not from the tau it left."""
+    con = connect(db)
+    for i in range(40):
+        tau, accepted = (4, 20 + i % 5) if i < 20 else (12, 10 + i % 5)
+        con.execute(
+            "insert into requests (request_id, source, ts, deployment, tau, verify_steps, drafted, accepted, prompt)"
+            " values (?, 'trace', timestamp '2026-03-02' + to_minutes(?), 'dep', ?, 10, 10 * ?, ?, 'p')",
+            [f"r{i:02d}", i, tau, tau, accepted],
+        )
+    con.execute(
+        "insert into findings values (1, now(), 'tau_too_high', 'dep', '{}', 'high', 's', ?, null)",
+        [json.dumps({"current_tau": 12, "recommended_tau": 3})],
+    )
+    records = flag(con, finding_id=1, n=6)
+    assert len(records) == 6 and {r["tau"] for r in records} == {12}
+    # tau 12 requests accept 0.10 to 0.14, the tau 4 ones before them 0.5 to 0.6
+    assert all("segment median 0.1" in r["why"] for r in records)

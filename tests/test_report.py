@@ -171,6 +171,51 @@ def test_position_acceptance_from_engine_windows(db: Path) -> None:
     assert [round(r["cond_alpha"], 6) for r in rows] == [0.8, 0.5, 0.25]
 
 
+def test_acceptance_ratios_use_records_with_both_counts(db: Path) -> None:
+    """As summary and the glossary: an engine per-request record that printed drafted but not accepted (or no verify
+    steps) is left out of the ratio that needs the missing count (the chart said 0.25 and MAL 2.5 for 0.5 and 3)."""
+    con = connect(db)
+    for i, (accepted, steps) in enumerate(((20, 10), (None, 10), (20, None), (None, None))):
+        con.execute(
+            "insert into requests (request_id, source, ts, deployment, tau, verify_steps, drafted, accepted, quality)"
+            " values (?, 'vllm-request', ?, 'eng', 4, ?, 40, ?, 0.9)",
+            [f"r{i}", T0 + timedelta(minutes=i), steps, accepted],
+        )
+    (row,) = data.acceptance_over_time(con, 86400)
+    assert row["acceptance_rate"] == pytest.approx(0.5)
+    assert row["mean_acceptance_length"] == pytest.approx(3.0)
+    quality = {r["metric"]: r["value"] for r in data.quality_over_time(con, 86400)}
+    assert quality["acceptance_rate"] == pytest.approx(0.5)
+
+
+def test_engine_windows_of_a_traced_deployment_are_not_counted_twice(db: Path) -> None:
+    """A deployment with a trace and the engine's scrapes (and one logged by two engine sources) is read once, as
+    diagnose reads it: the charts doubled its drafted tokens and every per-position count (a too narrow interval)."""
+    con = connect(db)
+    con.execute(
+        "insert into requests (request_id, source, ts, deployment, tau, verify_steps, drafted, accepted)"
+        " values ('r1', 'trace', ?, 'both', 3, 100, 300, 130)",
+        [T0],
+    )
+    con.execute(
+        "insert into steps (request_id, step, drafted, accepted) select 'r1', i, 3, case when i < 10 then 3"
+        " when i < 40 then 2 when i < 80 then 1 else 0 end from range(100) as t(i)"
+    )
+    window = (
+        "insert into windows (source, deployment, end_ts, tau, verify_steps, drafted, accepted, accepted_per_position)"
+        " values (?, ?, ?, 3, 100, 300, 130, [80, 40, 10])"
+    )
+    con.execute(window, ["prometheus/vllm-v1", "both", T0])
+    for i, source in enumerate(("prometheus/vllm-v1", "prometheus/vllm-v1", "vllm-v1-log/2025-09")):
+        con.execute(window, [source, "engines", T0 + timedelta(minutes=i)])
+    rows = {r["deployment"]: r for r in data.acceptance_over_time(con, 86400)}
+    assert (rows["both"]["drafted"], rows["both"]["accepted"]) == (300, 130)
+    assert (rows["engines"]["drafted"], rows["engines"]["accepted"]) == (600, 260)  # the scrapes, not the log
+    positions = {(r["deployment"], r["position"]): r for r in data.position_acceptance(con)}
+    assert positions[("both", 1)]["eligible"] == 100 and positions[("both", 1)]["reached"] == 80
+    assert positions[("engines", 1)]["eligible"] == 200 and positions[("engines", 3)]["reached"] == 20
+
+
 def test_header_counts_deployments_and_times_of_engine_windows_too(db: Path) -> None:
     """A store of engine logs only has deployments and a time range (the header said "deployments 0")."""
     con = connect(db)

@@ -38,6 +38,11 @@ def _requests(con: duckdb.DuckDBPyConnection, f: Finding) -> pl.DataFrame:
     if f.since is not None:
         sql += " and ts >= $since"
         params["since"] = f.since
+    # a tau finding judges the tau the deployment runs now: requests at the tau it left are not its cases
+    current = f.evidence.get("current_tau") if f.kind in ("tau_too_high", "tau_too_low") else None
+    if isinstance(current, int) and not isinstance(current, bool):
+        sql += " and tau = $current_tau"
+        params["current_tau"] = current
     # the query reads its deployment from a session variable (so that it also runs as-is in the duckdb CLI)
     return data.frame(con, sql, params, variables={"deployment": str(f.deployment)})
 

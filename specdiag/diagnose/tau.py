@@ -44,9 +44,8 @@ def _from_summary(d: DeploymentCosts) -> dict[str, Any] | None:
 
 
 def _at_current(r: dict[str, Any], tau: int) -> dict[str, Any]:
-    """recommend's row judged at the tau the deployment runs now: recommend reads the most common tau of the whole
-    range, which after a planned tau change is the tau it left (and would report a change already made, or stay
-    quiet about a bad one)."""
+    """recommend's row judged at the tau the deployment runs now (diagnose_costs' current_tau; recommend's own
+    current_tau is read the same way, so this changes a row only where the two readings differ)."""
     curve = r.get("curve") or []
     if tau == r["current_tau"] or not 0 < tau < len(curve):
         return r

@@ -30,6 +30,22 @@ MAX_DEPLOYMENTS = 10
 MAX_MARKERS = 40
 MAX_FINDINGS = 200
 
+# Engine windows the charts read: those of deployments without speculative request records (those are read from
+# their requests), from one source per deployment (the one with the most windows), as diagnose reads them
+# (queries/diagnose_windows.sql): a deployment logged twice (its trace and its scrapes, or a vLLM log and its
+# scrapes) would otherwise count every verify step twice.
+_CHART_WINDOWS = """
+    chart_window_sources as (
+        select deployment, source from windows
+        where deployment not in (select deployment from requests where drafted > 0 and deployment is not null)
+        group by deployment, source
+        qualify row_number() over (partition by deployment order by count(*) desc, source) = 1
+    ),
+    chart_windows as (
+        select w.* from windows as w
+        semi join chart_window_sources as c on c.deployment = w.deployment and c.source = w.source
+    )"""
+
 # A chart row's deployment in the queries below: itself when drawn on its own (or when nothing is pooled: a NULL
 # list), else the pooled series' label, from two positional parameters (ChartScope.params): the drawn deployments
 # (VARCHAR[] or NULL) and the pooled label.
@@ -125,17 +141,20 @@ def acceptance_over_time(
 ) -> list[Row]:
     """acceptance_rate = accepted / drafted per deployment and time bucket, from requests (tau > 0) and windows.
 
-    Engine windows are counted at their end time. Buckets with nothing drafted are left out. With a ``scope`` that
+    Engine windows are counted at their end time, only for deployments without speculative request records and from
+    one source each (``_CHART_WINDOWS``). Each ratio is over the records that have both of its counts (as summary).
+    Buckets with nothing drafted are left out. With a ``scope`` that
     pools deployments, the pooled ones form one series whose rate is their summed accepted over summed drafted.
     """
     return rows(
         con,
-        """
-        with counts as (
+        f"""
+        with {_CHART_WINDOWS},
+        counts as (
             select deployment, ts, drafted, accepted, verify_steps::double as verify_steps from requests
             where coalesce(tau, 1) > 0 and drafted > 0
             union all
-            select deployment, end_ts as ts, drafted, accepted, verify_steps from windows where drafted > 0
+            select deployment, end_ts as ts, drafted, accepted, verify_steps from chart_windows where drafted > 0
         ),
         final as (
             select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment,
@@ -143,8 +162,10 @@ def acceptance_over_time(
                    sum(drafted) as drafted,
                    sum(accepted) as accepted,
                    sum(verify_steps) as verify_steps,
-                   sum(accepted) / sum(drafted) as acceptance_rate,
-                   1 + sum(accepted) / nullif(sum(verify_steps), 0) as mean_acceptance_length
+                   -- each ratio over the records that have both of its counts (docs/glossary.md), as summary does
+                   sum(accepted) / nullif(sum(drafted) filter (where accepted is not null), 0) as acceptance_rate,
+                   1 + sum(accepted) filter (where verify_steps is not null)
+                       / nullif(sum(verify_steps) filter (where accepted is not null), 0) as mean_acceptance_length
             from counts
             group by all
         )
@@ -167,7 +188,8 @@ def quality_over_time(
         """
         select case when coalesce(list_contains(?::varchar[], deployment), true) then deployment else ? end as deployment,
                time_bucket(to_seconds(?::double), ts) as ts,
-               sum(accepted) filter (where coalesce(tau, 1) > 0) / nullif(sum(drafted) filter (where coalesce(tau, 1) > 0), 0)
+               sum(accepted) filter (where coalesce(tau, 1) > 0 and drafted is not null)
+                   / nullif(sum(drafted) filter (where coalesce(tau, 1) > 0 and accepted is not null), 0)
                    as acceptance_rate,
                avg(quality) as quality,
                avg(shadow_match::double) as shadow_match_rate
@@ -203,13 +225,15 @@ def position_acceptance(con: duckdb.DuckDBPyConnection, scope: ChartScope | None
     step, reached_i counts steps whose accepted prefix is at least i and eligible_i counts steps that drafted at least
     i tokens and accepted the first i-1. From engine per-position counts a[i] (steps whose accepted count reached
     i+1) it is a[i] / a[i-1], with a[-1] = verify_steps. Steps are used for requests that have them; per-request and
-    per-window arrays are used otherwise, so no step is counted twice. Pooled deployments (``scope``) sum their
+    per-window arrays are used otherwise (windows only as ``_CHART_WINDOWS`` selects them), so no step is counted
+    twice. Pooled deployments (``scope``) sum their
     counts into one series.
     """
     counts = rows(
         con,
-        """
-        with pos as (select unnest(range(1, ? + 1)) as i),
+        f"""
+        with {_CHART_WINDOWS},
+        pos as (select unnest(range(1, ? + 1)) as i),
         from_steps as (
             select r.deployment, pos.i as position,
                    count(*) filter (where s.accepted >= pos.i)::double as reached,
@@ -224,7 +248,7 @@ def position_acceptance(con: duckdb.DuckDBPyConnection, scope: ChartScope | None
               and request_id not in (select request_id from steps)
             union all
             select deployment, verify_steps, accepted_per_position as a
-            from windows
+            from chart_windows
             where accepted_per_position is not null and verify_steps > 0
         ),
         from_arrays as (
