@@ -46,6 +46,8 @@ def test_request_log_field_names_by_version() -> None:
     # spec_num_correct_drafts / spec_num_proposed_drafts with a histogram [1, 1, 1, 1]:
     # accepted = 0*1 + 1*1 + 2*1 + 3*1 = 6; reached position i+1: [1+1+1, 1+1, 1] = [3, 2, 1]
     assert (r1["request_id"], r1["verify_steps"], r1["drafted"], r1["accepted"]) == ("r1", 4, 12, 6)
+    # SGLang prints no tau: 12 drafts over 4 verify steps is 3 a step (else the request read as tau = 0 control)
+    assert (r1["tau"], r2["tau"], r3["tau"]) == (3, 3, None)
     assert r1["accepted_per_position"] == [3, 2, 1]
     assert (r1["temperature"], r1["latency_ms"], r1["output_tokens"]) == (0.0, 250.0, 10)
     assert r1["ts"] == datetime(2026, 7, 20, 10, 11, 12, 750000)  # finished 10:11:13 - e2e_latency 0.25 s
@@ -69,3 +71,24 @@ def test_servers_without_speculation_print_no_windows() -> None:
     parsed = sglang_log.parse(lines, ctx("x.log"))
     assert accounted(parsed, lines) and parsed.other_lines == 1 and not parsed.windows
     assert "< 1" in parsed.rejects[0].detail  # accept len counts the bonus token, so it is at least 1
+
+
+def test_request_logs_are_speculative_traffic_for_recommend_and_summary(run, tmp_path) -> None:
+    """With no tau stored, SGLang request records read as tau = 0 control traffic: summary had no alpha, recommend
+    skipped them ("no per-position counts") and diagnose tested nothing. tau is drafts per verify step."""
+    rows = []
+    for i in range(60):
+        hist = [2, 3, 3, 2]  # 10 verify steps of 3 drafts: accepted 0*2 + 1*3 + 2*3 + 3*2 = 15
+        meta = {"spec_verify_ct": 10, "spec_num_correct_drafts": 15, "spec_num_proposed_drafts": 30,
+                "spec_correct_drafts_histogram": hist, "completion_tokens": 25}  # fmt: skip
+        rows.append({"timestamp": 1784542274.0 + 60 * i, "event": "request.finished", "rid": f"q{i}",
+                     "out": {"text": "x", "meta_info": meta}})  # fmt: skip
+    path = tmp_path / "sgl.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    db = tmp_path / "s.duckdb"
+    assert run("ingest", path, "--db", db, "--deployment", "sgl").exit_code == 0
+    (summary,) = json.loads(run("summary", "--db", db, "--json").stdout)["rows"]
+    assert summary["alpha"] is not None
+    report = json.loads(run("recommend", "--db", db, "--json", "--cost", "0.05", "--boot", "0").stdout)
+    (rec,) = report["recommendations"]
+    assert rec["deployment"] == "sgl" and rec["current_tau"] == 3 and rec["requests"] == 60

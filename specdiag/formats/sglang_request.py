@@ -5,6 +5,8 @@
 "spec_accept_rate": 0.5, "spec_num_correct_drafts": 24, "spec_num_proposed_drafts": 48,
 "spec_correct_drafts_histogram": [4, 4, 4, 4]}}}`
 
+SGLang prints no tau: ``tau`` is the drafts proposed per verify step when that is a whole number (``_tau``).
+
 Field names by version: counts as `spec_num_correct_drafts` / `spec_num_proposed_drafts` (with
 `spec_correct_drafts_histogram`), or `spec_accept_token_num` / `spec_draft_token_num`; `spec_verify_ct` is the
 number of verify steps. Releases that print only `spec_accept_length` keep it in `extra` with null counts.
@@ -97,6 +99,7 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
         prompt_tokens=count(meta, "prompt_tokens"),
         output_tokens=count(meta, "completion_tokens"),
         latency_ms=latency_ms,
+        tau=_tau(drafted, steps),
         verify_steps=steps,
         drafted=drafted,
         accepted=accepted,
@@ -105,6 +108,14 @@ def _row(record: dict[str, Any], meta: dict[str, Any], ctx: ParseContext, line: 
         extra=extra,
         line=line,
     )
+
+
+def _tau(drafted: int | None, steps: int | None) -> int | None:
+    """SGLang prints no tau: drafts proposed per verify step when every step proposed the same whole number (drafted
+    = steps x tau), else None. Without it the request would read as tau = 0 control traffic."""
+    if not drafted or not steps or drafted % steps:
+        return None
+    return drafted // steps
 
 
 def _ms(seconds: Any) -> float | None:
