@@ -5,12 +5,15 @@
 --   windows (every engine and instance of the deployment summed): an engine window covers seconds of many requests,
 --   and neighbouring windows share requests, so single windows would overstate the evidence. One source per
 --   deployment (the one with the most windows), so that a deployment logged twice (a vLLM log and its Prometheus
---   scrapes) is not counted twice. Rows have diagnose_segments' shape: dimension 'deployment', value '*'.
+--   scrapes) is not counted twice. Rows have diagnose_segments' shape: dimension 'deployment', value '*'; the
+--   stratum is the 3-hour block of the day ('00', '03', .. '21'; '00 weekend' .. on Saturday and Sunday), so that
+--   acceptance is compared within like hours (3 hours: sparse traffic still fills a stratum in a few days).
 -- grain: one row per (deployment, tau, hour)
 -- params: none
 -- columns: deployment, tau, dimension, value, hour, source, n (5-minute buckets), accepted, drafted, aa, ad, dd
 --   (acceptance sums: a = accepted, d = drafted per bucket), verify_steps (drafted / tau where not known),
---   output_tokens (generation throughput x seconds covered, where both are known)
+--   output_tokens (generation throughput x seconds covered, where both are known), stratum (3-hour block of the day,
+--   weekday or weekend)
 with req as (
     select * from request_facts
 ),
@@ -83,7 +86,11 @@ final as (
         sum(a * d) as ad,
         sum(d * d) as dd,
         sum(verify_steps) as verify_steps,
-        sum(output_tokens) as output_tokens
+        sum(output_tokens) as output_tokens,
+        -- the 3-hour block of the day, on weekdays or at the weekend: acceptance is compared within like hours (the windows
+        -- carry no task to stratify by, and a mix of tasks that follows the day and the week, code by day and chat
+        -- by night or at the weekend, moves the pooled rate as a drop would)
+        lpad((hour(date_trunc('hour', bucket)) // 3 * 3)::varchar, 2, '0') || if(isodow(date_trunc('hour', bucket)) >= 6, ' weekend', '') as stratum
     from buckets
     group by deployment, tau, source, hour
 )

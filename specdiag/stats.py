@@ -123,7 +123,7 @@ class Comparison:
 
 
 def stratified(
-    before: np.ndarray, after: np.ndarray, pooled_only: bool = False
+    before: np.ndarray, after: np.ndarray, pooled_only: bool = False, strict: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Standardised ratios of two sides at one set of stratum weights, per column: (R_b, se_b, n_b, R_a, se_a, n_a,
     thin).
@@ -149,6 +149,9 @@ def stratified(
 
     ``pooled_only``: the last stratum row holds the merged sums of strata that can never enter (fewer than
     2 MIN_STRATUM requests in all): it counts in the pooled ratios only (see ``sparse_strata``).
+    ``strict``: no pooled fallback; a comparison whose entering strata hold fewer than MIN_REQUESTS requests on a side
+    is NaN and ``thin`` (engine windows, whose strata are hours of the day: pooling sides that share no hour of the
+    day compares day traffic with night traffic, the mix the strata are there to hold fixed).
     """
     rb, sb = ratio_arrays(*before)
     ra, sa = ratio_arrays(*after)
@@ -166,6 +169,9 @@ def stratified(
     use = (n_b >= MIN_REQUESTS) & (n_a >= MIN_REQUESTS)
     pb, psb = ratio_arrays(*before.sum(axis=1))
     pa, psa = ratio_arrays(*after.sum(axis=1))
+    if strict:
+        pb = psb = pa = psa = np.full(np.shape(use), np.nan)
+        kept = np.ones(np.shape(use))  # every comparison without enough entering strata is thin
     return (
         np.where(use, std_b, pb),
         np.where(use, se_b, psb),
@@ -177,9 +183,12 @@ def stratified(
     )
 
 
-def compare_stratified(before: np.ndarray, after: np.ndarray) -> Comparison:
-    """``compare`` of the standardised ratios of two sides; ``before``/``after``: shape (6, S) stratum sums."""
-    rb, sb, nb, ra, sa, na, _ = (float(x[0]) for x in stratified(before[:, :, None], after[:, :, None]))
+def compare_stratified(before: np.ndarray, after: np.ndarray, strict: bool = False) -> Comparison:
+    """``compare`` of the standardised ratios of two sides; ``before``/``after``: shape (6, S) stratum sums.
+    ``strict``: see ``stratified`` (NaN, i.e. untested, when too few strata enter)."""
+    rb, sb, nb, ra, sa, na, _ = (
+        float(x[0]) for x in stratified(before[:, :, None], after[:, :, None], strict=strict)
+    )
     eb, ea = (float(kish(x[2].sum(), x[5].sum())) for x in (before, after))
     return compare(Ratio(rb, sb, int(nb), eb), Ratio(ra, sa, int(na), ea))
 
@@ -230,6 +239,7 @@ def change_point(
     trim: float = MIN_TRIM,
     min_requests: int = MIN_REQUESTS,
     pooled_only: bool = False,
+    strict: bool = False,
 ) -> ChangePoint | None:
     """Most likely single change in a ratio series of time buckets (binary segmentation's first split).
 
@@ -238,7 +248,7 @@ def change_point(
     statistics, within strata when there are several; the split with the largest |z| wins, and its p-value accounts
     for the search (``scan_p_value``). Splits with fewer than ``min_requests`` on a side (or, with strata, a thin
     stratified comparison), or outside [trim, 1 - trim] of the series' total variance, are not considered. Returns None when no split qualifies.
-    ``pooled_only``: the last stratum row is pooled-only (``stratified``).
+    ``pooled_only``: the last stratum row is pooled-only; ``strict``: no pooled fallback (``stratified``).
     """
     x = np.stack([np.atleast_2d(np.asarray(v, dtype=float)) for v in (n, a, d, aa, ad, dd)])  # (6, S, K)
     k = x.shape[2]
@@ -246,7 +256,7 @@ def change_point(
         return None
     cums = np.cumsum(x, axis=2)[:, :, :-1]  # before split j + 1: buckets 0..j
     after = x.sum(axis=2, keepdims=True) - cums
-    rb, seb, _, ra, sea, _, thin = stratified(cums, after, pooled_only)
+    rb, seb, _, ra, sea, _, thin = stratified(cums, after, pooled_only, strict)
     pooled = x.sum(axis=1)  # (6, K): the series' totals per bucket
     n_before = np.cumsum(pooled[0])[:-1]
     n_total = float(pooled[0].sum())

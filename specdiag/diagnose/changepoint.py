@@ -132,7 +132,17 @@ def compare(before: pl.DataFrame, after: pl.DataFrame, metric: str) -> Compariso
     both = sides[0].join(sides[1], on=STRATUM, how="full", coalesce=True, suffix="_after").fill_null(0)
     b = both.select(cols).to_numpy().T.astype(float)  # (6, strata)
     a = both.select([f"{c}_after" for c in cols]).to_numpy().T.astype(float)
-    return stats.compare_stratified(b, a)
+    return stats.compare_stratified(b, a, strict=engine_windows(before) or engine_windows(after))
+
+
+def engine_windows(rows: pl.DataFrame) -> bool:
+    """Rows read from engine windows (queries/diagnose_windows.sql: a ``source``), whose strata are hours of the day.
+
+    Their acceptance is compared within like hours only (``stats.stratified``'s ``strict``): windows carry no task, so
+    a side holding other hours of the day than the other side holds another mix of traffic (code by day, chat by
+    night), and the pooled rates would differ by that mix alone.
+    """
+    return "source" in rows.columns and rows["source"].is_not_null().any()
 
 
 def compare_at(
@@ -233,6 +243,7 @@ def _best_config_split(
     inside: list[tuple[datetime, datetime]],
     stratified: bool,
     pooled_only: bool = False,
+    strict: bool = False,
 ) -> int | None:
     """Index in ``inside`` of the configuration change with the smallest p-value among those with MIN_REQUESTS on
     each side and a finite p (the first on ties), or None.
@@ -252,7 +263,7 @@ def _best_config_split(
     before = cums[:, :, np.searchsorted(stamps, ends, side="left")]  # hours < before_end
     after = cums[:, :, -1:] - cums[:, :, np.searchsorted(stamps, starts, side="left")]  # hours >= split
     if stratified:
-        rb, sb, nb, ra, sa, na, _ = stats.stratified(before, after, pooled_only)
+        rb, sb, nb, ra, sa, na, _ = stats.stratified(before, after, pooled_only, strict)
     else:
         nb, na = before[0, 0], after[0, 0]
         rb, sb = stats.ratio_arrays(*before[:, 0])
@@ -283,14 +294,17 @@ def best_split(
     hour_list = rows["hour"].unique().sort()
     hours = hour_list.to_numpy()
     (n, a, d, aa, ad, dd), pooled_only = _arrays(rows, metric, hours)
-    cp = stats.change_point(n, a, d, aa, ad, dd, pooled_only=pooled_only)
+    strict = _stratified(rows, metric) and engine_windows(rows)
+    cp = stats.change_point(n, a, d, aa, ad, dd, pooled_only=pooled_only, strict=strict)
     best: SegmentTest | None = None
     if cp is not None:
         split = hour_list[cp.index]
         best = SegmentTest(seg, split, compare_at(rows, metric, split), cp.p_value, hours, rows, series_rows)
     first, last = rows["hour"].min(), rows["hour"].max()
     inside = [(b, s) for b, s in splits if first < b and s <= last]  # type: ignore[operator]
-    pick = _best_config_split(n, a, d, aa, ad, dd, hours, inside, _stratified(rows, metric), pooled_only)
+    pick = _best_config_split(
+        n, a, d, aa, ad, dd, hours, inside, _stratified(rows, metric), pooled_only, strict
+    )
     if pick is not None:
         before_end, split = inside[pick]
         c = compare_at(rows, metric, split, before_end)
