@@ -72,10 +72,10 @@ _WRAP = (
     "print(rc, dt, u.ru_maxrss, u.ru_utime + u.ru_stime)\n"
 )
 
-# a uniform draw in [0, 1) from the hash of (row, salt, seed)
-_U = "((hash({row}, {salt}, $seed) >> 11)::double / 9007199254740992.0)"
+# Uniform draws in [0, 1) below are ((hash(row, salt, $seed) >> 11)::double / 2^53): 53 random bits of the hash of
+# (row, salt, seed).
 
-_REQUESTS = f"""
+_REQUESTS = """
 insert into requests (request_id, source, ts, deployment, target_model, draft_model, tau, temperature, top_p, task,
     prompt_tokens, output_tokens, latency_ms, ttft_ms, batch_size, quality, shadow_match)
 select 'r' || i, 'trace',
@@ -85,14 +85,15 @@ select 'r' || i, 'trace',
     round(t / $temps::double, 6) + 0.0000001, 0.95,
     'task-' || (hash(i, 3, $seed) % $tasks),
     50 + hash(i, 4, $seed) % 5000, 64, 1000.0, 50.0, 1 + i % 64,
-    {_U.format(row="i", salt=5)}, {_U.format(row="i", salt=6)} < 0.9
+    ((hash(i, 5, $seed) >> 11)::double / 9007199254740992.0),
+    ((hash(i, 6, $seed) >> 11)::double / 9007199254740992.0) < 0.9
 from (
     -- every one of the $temps values on as many requests, in a random order
     select i, (row_number() over (order by hash(i, 2, $seed), i) - 1) % $temps as t from range($deps * $per_dep) r(i)
 )
 """
 
-_STEPS = f"""
+_STEPS = """
 insert into steps (request_id, step, drafted, accepted, draft_ms, verify_ms, batch_size, ts)
 with r as (
     select request_id, tau, batch_size, ts, cast(substr(request_id, 2) as bigint) as i,
@@ -103,7 +104,8 @@ with r as (
 )
 select request_id, k, tau,
     case when tau = 0 then 0
-         else least(tau, cast(floor(ln(greatest({_U.format(row="i * 64 + k", salt=7)}, 1e-12)) / ln(alpha))
+         else least(tau, cast(floor(ln(greatest((hash(i * 64 + k, 7, $seed) >> 11)::double / 9007199254740992.0,
+                                                1e-12)) / ln(alpha))
                               as integer)) end,
     tau * 1.2, 20 + 0.02 * (tau + 1) * batch_size, batch_size, ts + to_seconds(k)
 from r, range($steps) t(k)

@@ -14,7 +14,7 @@ from typing import Any
 from specdiag import stats
 from specdiag.diagnose.costs import DeploymentCosts
 from specdiag.findings import Finding
-from specdiag.speedup import alpha_from_mal, best_tau, speedup_curve
+from specdiag.speedup import best_tau, speedup_curve
 
 MIN_GAIN = 0.10
 
@@ -43,25 +43,10 @@ def _from_summary(d: DeploymentCosts) -> dict[str, Any] | None:
     }
 
 
-def _at_current(r: dict[str, Any], tau: int) -> dict[str, Any]:
-    """recommend's row judged at the tau the deployment runs now (diagnose_costs' current_tau; recommend's own
-    current_tau is read the same way, so this changes a row only where the two readings differ)."""
-    curve = r.get("curve") or []
-    if tau == r["current_tau"] or not 0 < tau < len(curve):
-        return r
-    current = curve[tau]["speedup"]
-    gain = r["expected_speedup"] / current - 1.0 if current > 0 else float("nan")
-    # as recommend's alpha: the i.i.d. alpha whose Eq. (1) gives the modelled tokens per step at this tau
-    alpha = alpha_from_mal(curve[tau]["expected_tokens_per_step"], tau)
-    return {**r, "current_tau": tau, "current_speedup": current, "gain": gain, "alpha": alpha}
-
-
 def findings(summaries: list[DeploymentCosts], recommendations: list[dict[str, Any]]) -> list[Finding]:
     recs = {r["deployment"]: {**r, "basis": "recommend"} for r in recommendations if not r.get("segment")}
     for d in summaries:
-        if d.deployment in recs:
-            recs[d.deployment] = _at_current(recs[d.deployment], d.tau)
-        elif (fallback := _from_summary(d)) is not None:
+        if d.deployment not in recs and (fallback := _from_summary(d)) is not None:
             recs[d.deployment] = fallback
     out = []
     for dep, r in sorted(recs.items()):

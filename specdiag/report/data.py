@@ -32,19 +32,18 @@ MAX_FINDINGS = 200
 
 # Engine windows the charts read: those of deployments without speculative request records (those are read from
 # their requests), from one source per deployment (the one with the most windows), as diagnose reads them
-# (queries/diagnose_windows.sql): a deployment logged twice (its trace and its scrapes, or a vLLM log and its
+# (queries/diagnose_windows.sql), as a temporary view each chart query (re)creates first: a deployment logged twice (its trace and its scrapes, or a vLLM log and its
 # scrapes) would otherwise count every verify step twice.
 _CHART_WINDOWS = """
-    chart_window_sources as (
+    create or replace temp view chart_windows as
+    with sources as (
         select deployment, source from windows
         where deployment not in (select deployment from requests where drafted > 0 and deployment is not null)
         group by deployment, source
         qualify row_number() over (partition by deployment order by count(*) desc, source) = 1
-    ),
-    chart_windows as (
-        select w.* from windows as w
-        semi join chart_window_sources as c on c.deployment = w.deployment and c.source = w.source
-    )"""
+    )
+    select w.* from windows as w semi join sources as c on c.deployment = w.deployment and c.source = w.source
+"""
 
 # A chart row's deployment in the queries below: itself when drawn on its own (or when nothing is pooled: a NULL
 # list), else the pooled series' label, from two positional parameters (ChartScope.params): the drawn deployments
@@ -146,11 +145,11 @@ def acceptance_over_time(
     Buckets with nothing drafted are left out. With a ``scope`` that
     pools deployments, the pooled ones form one series whose rate is their summed accepted over summed drafted.
     """
+    con.execute(_CHART_WINDOWS)
     return rows(
         con,
-        f"""
-        with {_CHART_WINDOWS},
-        counts as (
+        """
+        with counts as (
             select deployment, ts, drafted, accepted, verify_steps::double as verify_steps from requests
             where coalesce(tau, 1) > 0 and drafted > 0
             union all
@@ -229,11 +228,11 @@ def position_acceptance(con: duckdb.DuckDBPyConnection, scope: ChartScope | None
     twice. Pooled deployments (``scope``) sum their
     counts into one series.
     """
+    con.execute(_CHART_WINDOWS)
     counts = rows(
         con,
-        f"""
-        with {_CHART_WINDOWS},
-        pos as (select unnest(range(1, ? + 1)) as i),
+        """
+        with pos as (select unnest(range(1, ? + 1)) as i),
         from_steps as (
             select r.deployment, pos.i as position,
                    count(*) filter (where s.accepted >= pos.i)::double as reached,
